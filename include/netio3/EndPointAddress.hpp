@@ -1,0 +1,73 @@
+#pragma once
+
+/// @file
+/// `EndPointAddress`: the value type that names a host and port in every call and callback.
+
+#include <compare>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <ostream>
+#include <string>
+
+namespace netio3 {
+
+/// An IP address (IPv4 or IPv6 literal) or a host name, plus a port.
+///
+/// Construction checks the syntax only and throws `InvalidEndpointAddress` (message containing the
+/// offending text) for:
+/// - an empty string;
+/// - text made only of digits and dots that is not a valid dotted-quad IPv4 address ("300.1.1.1");
+/// - text containing ':' that is not a valid IPv6 literal (brackets "[::1]" are accepted and
+///   stripped);
+/// - a host name that is not a valid DNS name (labels of letters, digits and '-', at most 63
+///   characters each, at most 253 in total).
+///
+/// Host names are resolved when the address is used (opening an endpoint); a name that does not
+/// resolve makes that call throw `InvalidEndpointAddress`. Port 0 is allowed; on a listen
+/// endpoint it means "pick a free port" and the real port is returned.
+///
+/// Equality, ordering and hashing compare the text (after bracket stripping) and the port; no
+/// name resolution happens there. Printing gives `address:port`, IPv6 as `[address]:port`.
+/// Objects are immutable and safe to share between threads.
+class EndPointAddress {
+public:
+  /// The unspecified IPv4 address and port 0 ("0.0.0.0:0").
+  EndPointAddress();
+
+  /// @throws InvalidEndpointAddress if `address` is syntactically invalid (see the class comment).
+  EndPointAddress(std::string address, std::uint16_t port);
+
+  /// The address text as given (IPv6 without brackets).
+  [[nodiscard]] const std::string& address() const noexcept { return m_address; }
+  /// The port (host byte order).
+  [[nodiscard]] std::uint16_t port() const noexcept { return m_port; }
+  /// True when the address is an IPv6 literal.
+  [[nodiscard]] bool is_ipv6() const noexcept;
+  /// True when the address is an IPv4 or IPv6 literal (not a host name).
+  [[nodiscard]] bool is_literal() const noexcept;
+  /// `address:port`, or `[address]:port` for IPv6.
+  [[nodiscard]] std::string to_string() const;
+
+  friend bool operator==(const EndPointAddress&, const EndPointAddress&) = default;
+  friend std::strong_ordering operator<=>(const EndPointAddress&, const EndPointAddress&) = default;
+
+private:
+  std::string m_address;
+  std::uint16_t m_port{0};
+};
+
+/// Prints `address.to_string()`.
+std::ostream& operator<<(std::ostream& out, const EndPointAddress& address);
+
+} // namespace netio3
+
+/// Hash of address text and port, so that `EndPointAddress` can key unordered containers.
+template <>
+struct std::hash<netio3::EndPointAddress> {
+  std::size_t operator()(const netio3::EndPointAddress& address) const noexcept {
+    const std::size_t text_hash = std::hash<std::string>{}(address.address());
+    return text_hash ^
+           (static_cast<std::size_t>(address.port()) * 0x9e3779b97f4a7c15ULL + (text_hash << 6) + (text_hash >> 2));
+  }
+};

@@ -1,0 +1,155 @@
+#pragma once
+
+/// @file
+/// The whole netio3 backend API: `NetworkBackend` and everything its calls use (configuration,
+/// addresses, status, buffers, exceptions, the event-loop interface).
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <sys/uio.h>
+
+#include "netio3/BaseEventLoop.hpp"
+#include "netio3/EndPointAddress.hpp"
+#include "netio3/Exceptions.hpp"
+#include "netio3/Log.hpp"
+#include "netio3/NetworkBuffer.hpp"
+#include "netio3/NetworkConfig.hpp"
+#include "netio3/Types.hpp"
+
+namespace netio3 {
+
+/// Abstract base class for network backends: connection-oriented, message-based transports.
+///
+/// Create one with `create`. A backend sends messages from send endpoints (`open_send_endpoint`,
+/// one connection each) to listen endpoints (`open_listen_endpoint`, which accept any number of
+/// connections) and reports everything asynchronous through the callbacks of `NetworkConfig`
+/// (see `NetworkConfig.hpp` for their contract), on the thread that runs the event loop.
+///
+/// Guarantees: per connection, messages arrive in order, exactly once, with their boundaries
+/// (header data followed by data as one message), or the connection is reported closed. Memory
+/// stays within what the configuration allows: when it runs out, sends return `NO_RESOURCES`.
+///
+/// Threading: see `ThreadSafetyModel`. No call blocks on the network; set-up calls may resolve a
+/// host name and, in `SAFE` mode from another thread, wait for the loop thread to apply them.
+///
+/// Destruction closes every endpoint without invoking callbacks. It must not happen inside one of
+/// the backend's own callbacks; the loop may be running in another thread.
+class NetworkBackend {
+public:
+  /// Stores the configuration and the loop for the derived backend.
+  NetworkBackend(const NetworkConfig& config, std::shared_ptr<BaseEventLoop> evloop)
+    : m_config{config}, m_evloop{std::move(evloop)} {}
+
+  virtual ~NetworkBackend() = default;
+  NetworkBackend(const NetworkBackend&) = delete;
+  NetworkBackend(NetworkBackend&&) = delete;
+  NetworkBackend& operator=(const NetworkBackend&) = delete;
+  NetworkBackend& operator=(NetworkBackend&&) = delete;
+
+  /// Opens a send endpoint (one connection) to `address`. Returns at once; the outcome arrives as
+  /// `on_connection_established_cb(address)` or `on_connection_refused_cb(address)`. Sends before
+  /// establishment return `NO_RESOURCES`.
+  /// @throws InvalidEndpointAddress if the address is invalid or does not resolve
+  /// @throws SendEndpointAlreadyExists if a send endpoint to `address` is open
+  /// @throws FailedOpenSendEndpoint if the endpoint cannot be created (reason in the message)
+  virtual void open_send_endpoint(const EndPointAddress& address, const ConnectionParameters& connection_params) = 0;
+
+  /// Opens a listen endpoint on `address` (`0.0.0.0` or `::` for all interfaces; port 0 picks a
+  /// free port). Accepts every incoming connection (unless `on_connection_request_cb` says no, or
+  /// `max_connections_per_listener` is reached); accepted connections use `connection_params`.
+  /// @return the address actually listened on (with the real port)
+  /// @throws InvalidEndpointAddress if the address is invalid or does not resolve
+  /// @throws ListenEndpointAlreadyExists if this address and port are already listened on
+  /// @throws FailedOpenListenEndpoint if binding or listening fails (errno text in the message)
+  virtual EndPointAddress open_listen_endpoint(const EndPointAddress& address,
+                                               const ConnectionParametersRecv& connection_params) = 0;
+
+  /// Closes the send endpoint to `address`. Its connection is closed and
+  /// `on_connection_closed_cb(address, pending_keys)` fires once from the loop (keys of unfinished
+  /// zero-copy sends; copying and buffered sends in flight are dropped). The address may be opened
+  /// again once the call returns.
+  /// @throws InvalidEndpointAddress if the address is invalid
+  /// @throws UnknownSendEndpoint if there is no send endpoint to `address`
+  /// @throws FailedCloseSendEndpoint if closing fails at the OS/provider level
+  virtual void close_send_endpoint(const EndPointAddress& address) = 0;
+
+  /// Closes the listen endpoint and every connection it accepted (each reported by
+  /// `on_connection_closed_cb` with the peer's address).
+  /// @throws InvalidEndpointAddress if the address is invalid
+  /// @throws UnknownListenEndpoint if nothing listens on `address` (use the returned address)
+  /// @throws FailedCloseListenEndpoint if closing fails at the OS/provider level
+  virtual void close_listen_endpoint(const EndPointAddress& address) = 0;
+
+  /// netio3 addition (needed by ibmsg_disconnect on a RECV socket): closes one connection accepted
+  /// by a listen endpoint of this backend, named by the peer's address as the callbacks name it.
+  /// The peer sees its connection closed; `on_connection_closed_cb(remote, {})` fires once from the
+  /// loop. The listen endpoint and its other connections carry on.
+  /// @throws UnknownListenEndpoint if no accepted connection has the peer address `remote`
+  /// @throws UnsupportedConfiguration if the backend does not implement it (this default)
+  virtual void close_accepted_connection(const EndPointAddress& remote) {
+    throw UnsupportedConfiguration("close_accepted_connection(" + remote.to_string() +
+                                   "): this backend cannot close a single accepted connection");
+  }
+
+  /// Zero-copy send of `header_data` followed by `data` as one message. The header is copied at
+  /// once; `data` must stay untouched until `on_send_completed_cb(address, key)` (or until the key
+  /// comes back in `on_connection_closed_cb`). On RDMA `data` must lie in the endpoint's registered
+  /// region.
+  /// @return OK, NO_RESOURCES (retry later), MESSAGE_TOO_LARGE, OUTSIDE_REGISTERED_REGION,
+  ///         INVALID_ARGUMENT or FAILED (connection broken). Only OK reports the key later.
+  /// @throws InvalidEndpointAddress if the address is invalid
+  /// @throws UnknownSendEndpoint if there is no send endpoint to `address`
+  virtual NetioStatus send_data(const EndPointAddress& address, std::span<std::uint8_t> data,
+                                std::span<const std::uint8_t> header_data, std::uint64_t key) = 0;
+
+  /// Zero-copy send of `header_data` followed by the concatenation of `iov` as one message; as the
+  /// span overload. The iovec array itself may be reused at once; the memory it points to may not.
+  virtual NetioStatus send_data(const EndPointAddress& address, std::span<const iovec> iov,
+                                std::span<const std::uint8_t> header_data, std::uint64_t key) = 0;
+
+  /// Copying send of `header_data` followed by `data` as one message: everything is copied before
+  /// the call returns OK, so the caller may reuse its memory at once. `on_send_completed_cb(address,
+  /// key)` fires when the message has been handed to the transport.
+  /// @return as `send_data`
+  /// @throws InvalidEndpointAddress, UnknownSendEndpoint as `send_data`
+  virtual NetioStatus send_data_copy(const EndPointAddress& address, std::span<const std::uint8_t> data,
+                                     std::span<const std::uint8_t> header_data, std::uint64_t key) = 0;
+
+  /// Copying send of `header_data` followed by the concatenation of `iov`; as the span overload.
+  virtual NetioStatus send_data_copy(const EndPointAddress& address, std::span<const iovec> iov,
+                                     std::span<const std::uint8_t> header_data, std::uint64_t key) = 0;
+
+  /// A free buffer of the endpoint's pool (or of the shared pool), or nullptr when none is free
+  /// right now (or the connection is not established yet). See `NetworkBuffer` for ownership.
+  /// @throws UnknownSendEndpoint if the send endpoint does not exist
+  /// @throws NoBuffersAllocated if the endpoint was opened without buffers
+  virtual NetworkBuffer* get_buffer(const EndPointAddress& address) = 0;
+
+  /// Sends the first `buffer->pos()` bytes of `buffer` as one message. On OK the buffer belongs to
+  /// the backend until the send completes, then returns to its pool.
+  /// @return OK, NO_RESOURCES, MESSAGE_TOO_LARGE, or FAILED (also when `buffer` was not handed out by
+  ///         `get_buffer` for this endpoint, or is already being sent)
+  /// @throws UnknownSendEndpoint if the send endpoint does not exist
+  virtual NetioStatus send_buffer(const EndPointAddress& address, NetworkBuffer* buffer) = 0;
+
+  /// The minimum number of free buffers of the endpoint's pool since the previous call (the
+  /// current number on the first call).
+  /// @throws UnknownSendEndpoint if the send endpoint does not exist
+  /// @throws NoBuffersAllocated if the endpoint was opened without buffers
+  virtual std::size_t get_num_available_buffers(const EndPointAddress& address) = 0;
+
+  /// Builds the backend `type` with `config` on `evloop`.
+  /// @throws UnsupportedConfiguration if this build does not contain the backend or it cannot do
+  ///         what `config` asks (the message names the backend and the reason)
+  /// @throws std::invalid_argument if `evloop` is null
+  static std::unique_ptr<NetworkBackend> create(NetworkType type, const NetworkConfig& config,
+                                                std::shared_ptr<BaseEventLoop> evloop);
+
+protected:
+  NetworkConfig m_config;                  ///< The configuration given at creation.
+  std::shared_ptr<BaseEventLoop> m_evloop; ///< The loop every callback runs on.
+};
+
+} // namespace netio3

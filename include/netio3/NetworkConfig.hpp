@@ -1,0 +1,133 @@
+#pragma once
+
+/// @file
+/// Configuration of a backend and of its endpoints, and the callback types.
+///
+/// Callback contract (every backend keeps it):
+/// - callbacks run only on the event-loop thread, one at a time, never from inside the public call
+///   that caused them (a send that completes at once still reports its completion from the loop);
+/// - nothing fires for an address after its `on_connection_closed_cb` (or `on_connection_refused_cb`)
+///   until it is opened or accepted again;
+/// - an exception thrown by a callback is caught and logged and does not corrupt the backend;
+/// - callbacks may call the backend again (send, close, open), in either thread-safety model;
+/// - a callback must not block: it stalls every connection on the loop.
+///
+/// Addresses in callbacks: for send endpoints, the address passed to `open_send_endpoint`; for
+/// accepted (receive) connections, the peer's address (IP literal and its source port).
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "netio3/EndPointAddress.hpp"
+#include "netio3/Types.hpp"
+
+namespace netio3 {
+
+/// Parameters of one send endpoint (`NetworkBackend::open_send_endpoint`).
+struct ConnectionParameters {
+  /// Size of each buffer of the endpoint's buffered pool (bytes). Used when `num_buf > 0`.
+  std::size_t buf_size{0};
+  /// Number of buffers in the endpoint's pool. `num_buf > 0` makes the endpoint buffered
+  /// (`get_buffer`/`send_buffer`); 0 means no pool of its own.
+  std::size_t num_buf{0};
+  /// Use the backend-wide shared send pool of `NetworkConfig` instead of a pool of its own.
+  bool use_shared_send_buffers{false};
+  /// Start of the one memory region in which every zero-copy payload of this endpoint lies.
+  /// Registered once when the endpoint opens. Required for zero-copy on RDMA (a payload outside it
+  /// gives `NetioStatus::OUTSIDE_REGISTERED_REGION`); ignored by the TCP backend. May be null when
+  /// the endpoint never sends zero-copy (copying sends and buffered sends do not need it).
+  std::uint8_t* mr_start{nullptr};
+  /// Size of the zero-copy region in bytes.
+  std::size_t mr_size{0};
+};
+
+/// Parameters of the connections a listen endpoint accepts (`NetworkBackend::open_listen_endpoint`).
+struct ConnectionParametersRecv {
+  /// The largest message (header data plus data) accepted on each connection, in bytes. Told to
+  /// the sender at connection set-up; a larger send fails there with `MESSAGE_TOO_LARGE`.
+  std::size_t buf_size{std::size_t{1} << 20U};
+  /// Receive buffers per connection (RDMA: posted receives, i.e. the sender's credit window;
+  /// TCP: how many messages may be decoded ahead, see docs/).
+  std::size_t num_buf{16};
+  /// Receive into the backend-wide shared pool of `NetworkConfig` instead of per-connection buffers.
+  bool use_shared_receive_buffers{false};
+};
+
+/// Called with each received message (header data followed by data, one message per call). The
+/// span is valid only during the call. Not called when `on_data_from_cb` is set.
+using OnDataCb = std::function<void(std::span<const std::uint8_t> data)>;
+/// netio3 addition: like `OnDataCb`, also naming the connection's remote address.
+using OnDataFromCb = std::function<void(const EndPointAddress& remote, std::span<const std::uint8_t> data)>;
+/// A connection is established: on the sender for the address given to `open_send_endpoint`, on the
+/// receiver for the peer's address.
+using OnConnectionEstablishedCb = std::function<void(const EndPointAddress& address)>;
+/// A connection is closed (by either side, or lost). `pending_keys` holds the keys of zero-copy
+/// sends of this connection that had not completed (each key is reported exactly once: either by
+/// `on_send_completed_cb` or here); empty otherwise. Last callback for that connection.
+using OnConnectionClosedKeysCb =
+    std::function<void(const EndPointAddress& address, const std::vector<std::uint64_t>& pending_keys)>;
+/// A send endpoint could not connect: nobody listens, the peer rejected it, the address is
+/// unreachable or the connect timed out. The endpoint is gone afterwards. Last callback for it.
+using OnConnectionRefusedCb = std::function<void(const EndPointAddress& address)>;
+/// A zero-copy (`send_data`) or copying (`send_data_copy`) send completed: the library no longer
+/// needs the data, and the key given to the send is reported, exactly once per accepted send (or in
+/// `on_connection_closed_cb` instead). Buffered sends (`send_buffer`) carry no key and do not call
+/// it: their buffer silently returns to the pool.
+using OnSendCompletedCb = std::function<void(const EndPointAddress& address, std::uint64_t key)>;
+/// netio3 addition: asked on the loop thread before an incoming connection is accepted. Return
+/// false to reject it (the peer sees `on_connection_refused_cb`). Unset: accept all.
+using OnConnectionRequestCb = std::function<bool(const EndPointAddress& remote)>;
+
+/// Configuration of a backend, fixed at `NetworkBackend::create`.
+struct NetworkConfig {
+  /// Transport. The TCP backend only accepts `TCP`.
+  NetworkMode mode{NetworkMode::TCP};
+  /// Whether public calls may come from any thread (see `ThreadSafetyModel`).
+  ThreadSafetyModel thread_safety{ThreadSafetyModel::SAFE};
+
+  /// Create a backend-wide send pool, used by endpoints opened with
+  /// `ConnectionParameters::use_shared_send_buffers`.
+  bool use_shared_send_buffers{false};
+  /// Size of each buffer of the shared send pool (bytes).
+  std::size_t shared_send_buf_size{std::size_t{64} << 10U};
+  /// Number of buffers in the shared send pool.
+  std::size_t shared_send_num_buf{256};
+
+  /// Create a backend-wide receive pool, used by listen endpoints opened with
+  /// `ConnectionParametersRecv::use_shared_receive_buffers`.
+  bool use_shared_receive_buffers{false};
+  /// Size of each buffer of the shared receive pool: the largest message accepted on connections
+  /// that use it.
+  std::size_t shared_receive_buf_size{std::size_t{1} << 20U};
+  /// Number of buffers in the shared receive pool.
+  std::size_t shared_receive_num_buf{256};
+
+  OnDataCb on_data_cb{};
+  OnConnectionEstablishedCb on_connection_established_cb{};
+  OnConnectionClosedKeysCb on_connection_closed_cb{};
+  OnConnectionRefusedCb on_connection_refused_cb{};
+  OnSendCompletedCb on_send_completed_cb{};
+  OnDataFromCb on_data_from_cb{};
+  OnConnectionRequestCb on_connection_request_cb{};
+
+  /// libfabric only: provider to use instead of the mode's default (`verbs` for RDMA, `tcp` for
+  /// TCP), e.g. `"sockets"`. Empty: the `FI_PROVIDER` environment variable if set, else the default.
+  std::string provider{};
+  /// Per connection: the most bytes accepted by send calls but not yet handed to the transport.
+  /// Past it sends return `NO_RESOURCES` (never block, never grow memory beyond it).
+  std::size_t max_unsent_bytes{std::size_t{8} << 20U};
+  /// How long a connect may take before it is reported through `on_connection_refused_cb`.
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds{10}};
+  /// How long a silent or unresponsive peer may go unnoticed before its connection is reported
+  /// closed (TCP keepalive and TCP_USER_TIMEOUT on the TCP backend). Zero: the OS defaults.
+  std::chrono::milliseconds peer_timeout{std::chrono::seconds{10}};
+  /// Most connections accepted per listen endpoint at once; further ones are rejected. 0: no limit.
+  std::size_t max_connections_per_listener{0};
+};
+
+} // namespace netio3
