@@ -301,7 +301,9 @@ TEST(EpollEventLoop, RemoveFromOwnCallbackStopsFurtherCalls) {
   std::atomic<int> calls{0};
   loop->register_fd(EventContext{event.fd(), [&](int fd) {
                                    ++calls;
-                                   loop->remove_fd(fd, true); // the fd stays readable: only removal stops it
+                                   consume(fd);    // reading orders the test thread's write before the close
+                                   event.signal(); // readable again: only the removal stops further calls
+                                   loop->remove_fd(fd, true);
                                  }});
   event.signal();
   ASSERT_TRUE(wait_until([&] { return calls.load() == 1; }));
@@ -488,6 +490,27 @@ TEST(EpollEventLoop, StopFromInsideCallbackEndsRun) {
   EXPECT_FALSE(loop->is_running());
 }
 
+TEST(EpollEventLoop, StopFromCallbackSkipsTheRestOfTheBatch) {
+  auto loop = std::make_shared<EpollEventLoop>();
+  TestEventFd first;
+  TestEventFd second;
+  first.signal();
+  second.signal(); // both readable before run(): the first epoll_wait reports both
+  std::atomic<int> calls{0};
+  const auto stop_on_call = [&](int) {
+    ++calls;
+    loop->stop();
+  };
+  loop->register_fd(EventContext{first.fd(), stop_on_call});
+  loop->register_fd(EventContext{second.fd(), stop_on_call});
+  loop->run();
+  EXPECT_EQ(calls.load(), 1);
+  loop->run(); // level-triggered: both are still readable, so this run stops at once too
+  EXPECT_EQ(calls.load(), 2);
+  loop->remove_fd(first.fd());
+  loop->remove_fd(second.fd());
+}
+
 TEST(EpollEventLoop, StopFromOtherThreadEndsRun) {
   auto loop = std::make_shared<EpollEventLoop>();
   LoopRunner runner{loop};
@@ -527,20 +550,23 @@ TEST(EpollEventLoop, InitCallbackRunsOnLoopThreadAtEveryRun) {
 
 TEST(EpollEventLoop, RunForReturnsAfterDuration) {
   auto loop = std::make_shared<EpollEventLoop>();
-  std::atomic<bool> returned{false};
-  std::thread thread{[&] {
-    loop->run_for(20ms);
-    returned = true;
-  }};
-  const bool returned_in_time = wait_until([&] { return returned.load(); });
-  if (!returned_in_time) {
-    loop->stop(); // so that join() ends
+  for (const auto duration : {20ms, 0ms, -5ms}) {
+    std::atomic<bool> returned{false};
+    std::thread thread{[&] {
+      loop->run_for(duration);
+      returned = true;
+    }};
+    const bool returned_in_time = wait_until([&] { return returned.load(); });
+    if (!returned_in_time) {
+      wait_until([&] {
+        loop->stop(); // so that join() ends
+        return returned.load();
+      });
+    }
+    thread.join();
+    EXPECT_TRUE(returned_in_time) << "run_for(" << duration.count() << " ms) did not return";
+    EXPECT_FALSE(loop->is_running());
   }
-  thread.join();
-  EXPECT_TRUE(returned_in_time);
-  EXPECT_FALSE(loop->is_running());
-  loop->run_for(std::uint64_t{0}); // the seconds overload, zero: returns at once
-  EXPECT_FALSE(loop->is_running());
 }
 
 TEST(EpollEventLoop, RunForReturnsEarlyOnStop) {
@@ -614,7 +640,16 @@ TEST(EpollEventLoop, StopRacingWithWaitingRemoveNeverDeadlocks) {
     loop->register_fd(EventContext{event.fd(), [](int) {}});
     LoopRunner runner{loop};
     std::thread stopper{[&] { loop->stop(); }};
-    loop->remove_fd(event.fd(), false, true); // queued or direct, depending on who wins
+    std::atomic<bool> removed{false};
+    std::thread remover{[&] {
+      loop->remove_fd(event.fd(), false, true); // queued or direct, depending on who wins
+      removed = true;
+    }};
+    if (!wait_until([&] { return removed.load(); })) {
+      std::fprintf(stderr, "event_loop_test: remove_fd(wait) racing with stop() deadlocked\n");
+      std::abort();
+    }
+    remover.join();
     stopper.join();
     runner.stop_and_join();
     // The removal was applied either way: registering the fd again is accepted.
@@ -765,8 +800,8 @@ TEST(EventTimer, ResetFromOwnCallback) {
     timer.reset();
   });
   const int fd = timer.fd();
+  timer.start(1ms); // before the loop thread starts, which then writes the handle
   LoopRunner runner{loop};
-  timer.start(1ms);
   ASSERT_TRUE(wait_until([&] { return calls.load() >= 1; }));
   ASSERT_TRUE(round_trip.run());
   EXPECT_EQ(calls.load(), 1);
