@@ -1,0 +1,271 @@
+// BackendAsyncmsg: construction, destruction, lookups, and the machinery that hands work to the
+// loop thread (one signal for posted tasks and for connections that need a flush or completions).
+
+#include "asyncmsg/BackendAsyncmsg.hpp"
+
+#include <exception>
+#include <fcntl.h>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "core/BackendFactories.hpp"
+#include "core/Logging.hpp"
+
+namespace netio3::asyncmsg {
+
+BackendAsyncmsg::BackendAsyncmsg(const NetworkConfig& config, std::shared_ptr<BaseEventLoop> evloop)
+  : NetworkBackend{config, std::move(evloop)}, m_thread_safe{config.thread_safety == ThreadSafetyModel::SAFE},
+    m_use_data_from{static_cast<bool>(config.on_data_from_cb)}, m_map_mutex{m_thread_safe}, m_post_mutex{
+                                                                                                m_thread_safe} {
+  if (config.mode != NetworkMode::TCP) {
+    throw UnsupportedConfiguration("asyncmsg (TCP) backend: network mode " + std::string{to_string(config.mode)} +
+                                   " is not supported; use NetworkMode::TCP, or the LIBFABRIC backend for RDMA");
+  }
+  if (!m_evloop) {
+    throw std::invalid_argument("asyncmsg (TCP) backend: the event loop is null");
+  }
+  if (config.use_shared_send_buffers) {
+    if (config.shared_send_num_buf == 0 || config.shared_send_buf_size == 0) {
+      throw UnsupportedConfiguration("asyncmsg (TCP) backend: use_shared_send_buffers needs shared_send_num_buf > 0 "
+                                     "and shared_send_buf_size > 0");
+    }
+    if (config.shared_send_buf_size > max_frame_payload) {
+      throw UnsupportedConfiguration("asyncmsg (TCP) backend: shared_send_buf_size exceeds the largest message the "
+                                     "wire protocol can carry (4 GiB - 1)");
+    }
+    try {
+      m_shared_send_pool =
+          std::make_unique<BufferPool>(config.shared_send_num_buf, config.shared_send_buf_size, m_thread_safe);
+    } catch (const std::bad_alloc&) {
+      throw UnsupportedConfiguration("asyncmsg (TCP) backend: cannot allocate the shared send pool of " +
+                                     std::to_string(config.shared_send_num_buf) + " x " +
+                                     std::to_string(config.shared_send_buf_size) + " bytes");
+    }
+  }
+  m_completed_keys.reserve(1024);
+  m_tasks.reserve(16);
+  m_tasks_running.reserve(16);
+  m_service.reserve(16);
+  m_service_running.reserve(16);
+  m_inline_service.reserve(16);
+  m_inline_running.reserve(16);
+  m_spare_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  m_wakeup = m_evloop->create_signal([this] { on_wakeup(); });
+  m_deadline_timer = m_evloop->create_timer([this] { on_deadline_timer(); });
+}
+
+BackendAsyncmsg::~BackendAsyncmsg() {
+  // Every callback first checks this flag. Removing the signal and the timer with wait (which the
+  // handles do) returns only once the loop has finished the batch of events it was dispatching,
+  // so afterwards no callback of ours is running or starts doing anything.
+  m_shutting_down.store(true);
+  m_wakeup.reset();
+  m_deadline_timer.reset();
+  std::vector<int> fds;
+  {
+    const std::lock_guard lock{m_registry_mutex};
+    fds.assign(m_registered_fds.begin(), m_registered_fds.end());
+    m_registered_fds.clear();
+  }
+  for (const int fd : fds) {
+    try {
+      m_evloop->remove_fd(fd, false, true);
+    } catch (const std::exception& error) {
+      NETIO3_LOG_ERROR("asyncmsg: removing fd {} from the event loop failed: {}", fd, error.what());
+    }
+  }
+  // The connection and listener objects close their sockets when the last reference goes (some
+  // references may sit in the loop's retired callbacks until its next iteration).
+}
+
+// --- dispatching ----------------------------------------------------------------------------------
+
+namespace {
+
+/// The backend whose event handler the current thread is running (the loop thread), if any.
+thread_local BackendAsyncmsg* t_dispatching = nullptr;
+
+/// Rounds of inline service per dispatch: completion callbacks that keep sending are handed to
+/// the signal after these, so that one connection cannot keep the loop from its other fds.
+constexpr int max_inline_rounds{4};
+
+} // namespace
+
+BackendAsyncmsg::DispatchScope::DispatchScope(BackendAsyncmsg& backend) noexcept
+  : m_backend{backend}, m_previous{t_dispatching} {
+  t_dispatching = &backend;
+  ++backend.m_dispatch_depth;
+}
+
+BackendAsyncmsg::DispatchScope::~DispatchScope() {
+  if (--m_backend.m_dispatch_depth == 0 && !m_backend.m_inline_service.empty()) {
+    m_backend.run_inline_service();
+  }
+  t_dispatching = m_previous;
+}
+
+void BackendAsyncmsg::run_inline_service() noexcept {
+  ++m_dispatch_depth; // sends from the callbacks below queue up here again
+  for (int round = 0; round < max_inline_rounds && !m_inline_service.empty(); ++round) {
+    m_inline_running.swap(m_inline_service);
+    for (const auto& connection : m_inline_running) {
+      if (!m_shutting_down.load(std::memory_order_relaxed)) {
+        service(*connection);
+      }
+    }
+    m_inline_running.clear();
+  }
+  --m_dispatch_depth;
+  if (!m_inline_service.empty()) {
+    // Still busy: continue from the signal, after the loop has looked at its other fds.
+    try {
+      const std::lock_guard lock{m_post_mutex};
+      m_service.insert(m_service.end(), m_inline_service.begin(), m_inline_service.end());
+    } catch (const std::exception& error) {
+      NETIO3_LOG_ERROR("asyncmsg: cannot hand connections to the event loop: {}", error.what());
+    }
+    m_inline_service.clear();
+    fire_wakeup();
+  }
+}
+
+// --- posting work to the loop -------------------------------------------------------------------
+
+void BackendAsyncmsg::fire_wakeup() {
+  if (!m_wakeup_pending.exchange(true)) {
+    try {
+      m_wakeup.fire();
+    } catch (const std::exception& error) {
+      NETIO3_LOG_ERROR("asyncmsg: waking the event loop failed: {}", error.what());
+    }
+  }
+}
+
+void BackendAsyncmsg::post(std::function<void()> task) {
+  {
+    const std::lock_guard lock{m_post_mutex};
+    m_tasks.push_back(std::move(task));
+  }
+  fire_wakeup();
+}
+
+void BackendAsyncmsg::request_service_locked(SendConnection& connection) {
+  if (connection.service_requested) {
+    return; // already on a list, or being serviced: what was appended is picked up
+  }
+  connection.service_requested = true;
+  if (t_dispatching == this) {
+    // Called from inside one of our callbacks: serviced when the dispatch ends, no wake-up needed.
+    m_inline_service.push_back(connection.shared_from_this());
+    return;
+  }
+  hand_to_signal_locked(connection);
+}
+
+void BackendAsyncmsg::hand_to_signal_locked(SendConnection& connection) {
+  {
+    const std::lock_guard lock{m_post_mutex};
+    m_service.push_back(connection.shared_from_this());
+  }
+  fire_wakeup();
+}
+
+void BackendAsyncmsg::on_wakeup() {
+  if (m_shutting_down.load(std::memory_order_relaxed)) {
+    return;
+  }
+  const DispatchScope scope{*this};
+  m_wakeup_pending.store(false);
+  {
+    const std::lock_guard lock{m_post_mutex};
+    m_tasks_running.swap(m_tasks);
+    m_service_running.swap(m_service);
+  }
+  for (auto& task : m_tasks_running) {
+    try {
+      task();
+    } catch (const std::exception& error) {
+      NETIO3_LOG_ERROR("asyncmsg: a task on the event loop failed: {}", error.what());
+    } catch (...) {
+      NETIO3_LOG_ERROR("asyncmsg: a task on the event loop failed with an unknown exception");
+    }
+  }
+  m_tasks_running.clear();
+  for (const auto& connection : m_service_running) {
+    service(*connection);
+  }
+  m_service_running.clear();
+}
+
+void BackendAsyncmsg::register_fd(const EventContext& context) {
+  m_evloop->register_fd(context);
+  const std::lock_guard lock{m_registry_mutex};
+  m_registered_fds.insert(context.fd);
+}
+
+void BackendAsyncmsg::unregister_fd(int fd) {
+  {
+    const std::lock_guard lock{m_registry_mutex};
+    m_registered_fds.erase(fd);
+  }
+  m_evloop->remove_fd(fd, false, false);
+}
+
+std::shared_ptr<SendConnection> BackendAsyncmsg::find_send_locked(const EndPointAddress& address) const {
+  const auto found = m_send_endpoints.find(address);
+  if (found == m_send_endpoints.end()) {
+    throw UnknownSendEndpoint("asyncmsg: no send endpoint to " + address.to_string() +
+                              " (never opened, closed, or its connection ended)");
+  }
+  return found->second;
+}
+
+// --- buffers ------------------------------------------------------------------------------------
+
+NetworkBuffer* BackendAsyncmsg::get_buffer(const EndPointAddress& address) {
+  BufferPool* pool = nullptr;
+  {
+    const std::shared_lock map_lock{m_map_mutex};
+    const auto found = m_send_endpoints.find(address);
+    if (found == m_send_endpoints.end()) {
+      throw UnknownSendEndpoint("asyncmsg: get_buffer: no send endpoint to " + address.to_string());
+    }
+    SendConnection& connection = *found->second;
+    if (connection.pool == nullptr) {
+      throw NoBuffersAllocated("asyncmsg: get_buffer: the send endpoint to " + address.to_string() +
+                               " was opened without buffers (num_buf == 0 and no shared send pool)");
+    }
+    const std::lock_guard lock{connection.mutex};
+    if (connection.state != ConnectionState::established || connection.broken || connection.user_closed) {
+      return nullptr;
+    }
+    pool = connection.pool;
+    // The pool lives as long as the connection; the map lock keeps the connection alive here.
+    return pool->acquire();
+  }
+}
+
+std::size_t BackendAsyncmsg::get_num_available_buffers(const EndPointAddress& address) {
+  const std::shared_lock map_lock{m_map_mutex};
+  const auto found = m_send_endpoints.find(address);
+  if (found == m_send_endpoints.end()) {
+    throw UnknownSendEndpoint("asyncmsg: get_num_available_buffers: no send endpoint to " + address.to_string());
+  }
+  if (found->second->pool == nullptr) {
+    throw NoBuffersAllocated("asyncmsg: get_num_available_buffers: the send endpoint to " + address.to_string() +
+                             " was opened without buffers (num_buf == 0 and no shared send pool)");
+  }
+  return found->second->pool->take_min_available();
+}
+
+} // namespace netio3::asyncmsg
+
+namespace netio3::detail {
+
+std::unique_ptr<NetworkBackend> make_asyncmsg_backend(const NetworkConfig& config,
+                                                      std::shared_ptr<BaseEventLoop> evloop) {
+  return std::make_unique<asyncmsg::BackendAsyncmsg>(config, std::move(evloop));
+}
+
+} // namespace netio3::detail

@@ -1,0 +1,206 @@
+#pragma once
+
+/// @file
+/// `netio3::asyncmsg::BackendAsyncmsg`: the TCP backend (private header; users create it with
+/// `NetworkBackend::create(NetworkType::ASYNCMSG, config, loop)`). Design: docs/tcp-backend.md;
+/// wire format: docs/wire-protocol.md.
+///
+/// Code layout: BackendAsyncmsg.cpp (construction, destruction, the public calls that only look
+/// things up, posting work to the loop), ControlPath.cpp (listen, accept, connect, handshake,
+/// close, timeouts) and DataPath.cpp (sends, the send queue's writes, completions, receiving).
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string_view>
+#include <sys/uio.h>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "asyncmsg/BufferPool.hpp"
+#include "asyncmsg/Connections.hpp"
+#include "asyncmsg/OptionalMutex.hpp"
+#include "core/Logging.hpp"
+#include "netio3/Netio3Backend.hpp"
+
+namespace netio3::asyncmsg {
+
+/// The TCP backend: non-blocking sockets on the given event loop, a small handshake, length-
+/// prefixed frames, batched writes (`sendmsg` of many queued messages) and batched reads (one
+/// `recv` decodes many messages).
+///
+/// Threading: every socket event, every callback and every change of loop registrations happen on
+/// the loop thread. Public calls from other threads (SAFE) work on the send queue under the
+/// connection's lock and post set-up and tear-down work to the loop through one signal.
+class BackendAsyncmsg final : public NetworkBackend {
+public:
+  /// @throws UnsupportedConfiguration for `NetworkMode::RDMA` or an unusable configuration
+  BackendAsyncmsg(const NetworkConfig& config, std::shared_ptr<BaseEventLoop> evloop);
+  ~BackendAsyncmsg() override;
+  BackendAsyncmsg(const BackendAsyncmsg&) = delete;
+  BackendAsyncmsg(BackendAsyncmsg&&) = delete;
+  BackendAsyncmsg& operator=(const BackendAsyncmsg&) = delete;
+  BackendAsyncmsg& operator=(BackendAsyncmsg&&) = delete;
+
+  void open_send_endpoint(const EndPointAddress& address, const ConnectionParameters& connection_params) override;
+  EndPointAddress open_listen_endpoint(const EndPointAddress& address,
+                                       const ConnectionParametersRecv& connection_params) override;
+  void close_send_endpoint(const EndPointAddress& address) override;
+  void close_listen_endpoint(const EndPointAddress& address) override;
+  NetioStatus send_data(const EndPointAddress& address, std::span<std::uint8_t> data,
+                        std::span<const std::uint8_t> header_data, std::uint64_t key) override;
+  NetioStatus send_data(const EndPointAddress& address, std::span<const iovec> iov,
+                        std::span<const std::uint8_t> header_data, std::uint64_t key) override;
+  NetioStatus send_data_copy(const EndPointAddress& address, std::span<const std::uint8_t> data,
+                             std::span<const std::uint8_t> header_data, std::uint64_t key) override;
+  NetioStatus send_data_copy(const EndPointAddress& address, std::span<const iovec> iov,
+                             std::span<const std::uint8_t> header_data, std::uint64_t key) override;
+  NetworkBuffer* get_buffer(const EndPointAddress& address) override;
+  NetioStatus send_buffer(const EndPointAddress& address, NetworkBuffer* buffer) override;
+  std::size_t get_num_available_buffers(const EndPointAddress& address) override;
+
+private:
+  /// Why a send connection ends.
+  enum class CloseReason {
+    user,   ///< close_send_endpoint
+    failed, ///< connect, handshake or rejection: on_connection_refused_cb (unless established)
+    lost,   ///< peer closed, reset, timeout, protocol violation after establishment
+  };
+
+  /// A connection whose handshake must end by `when`.
+  struct Deadline {
+    std::chrono::steady_clock::time_point when;
+    std::weak_ptr<SendConnection> send;
+    std::weak_ptr<RecvConnection> recv;
+  };
+
+  /// Marks the loop thread as running one of this backend's event handlers. Connections that need
+  /// service because of calls made meanwhile (sends from inside callbacks) are serviced when the
+  /// outermost handler ends, without a wake-up through the signal.
+  class DispatchScope {
+  public:
+    explicit DispatchScope(BackendAsyncmsg& backend) noexcept;
+    DispatchScope(const DispatchScope&) = delete;
+    DispatchScope& operator=(const DispatchScope&) = delete;
+    DispatchScope(DispatchScope&&) = delete;
+    DispatchScope& operator=(DispatchScope&&) = delete;
+    ~DispatchScope();
+
+  private:
+    BackendAsyncmsg& m_backend;
+    BackendAsyncmsg* m_previous;
+  };
+
+  // --- machinery (BackendAsyncmsg.cpp) ---
+  /// Services the connections that asked for it during the dispatch that just ended (loop thread).
+  void run_inline_service() noexcept;
+  /// Runs `task` on the loop thread, from the loop (never inside the calling public function).
+  void post(std::function<void()> task);
+  /// Puts `connection` on the service list (flush + completions on the loop). Its mutex is held.
+  void request_service_locked(SendConnection& connection);
+  /// Puts `connection` (whose `service_requested` is set, mutex held) on the signal's service list.
+  void hand_to_signal_locked(SendConnection& connection);
+  void fire_wakeup();
+  void on_wakeup();
+  void register_fd(const EventContext& context);
+  void unregister_fd(int fd);
+  [[nodiscard]] std::shared_ptr<SendConnection> find_send_locked(const EndPointAddress& address) const;
+  template <typename Callback, typename... Args>
+  void invoke(const char* name, const Callback& callback, Args&&... args) noexcept;
+
+  // --- control path (ControlPath.cpp) ---
+  void start_send_connection(const std::shared_ptr<SendConnection>& connection);
+  void on_send_readable(SendConnection& connection);
+  void on_send_writable(SendConnection& connection);
+  void on_connected(SendConnection& connection);
+  void read_reply(SendConnection& connection);
+  void close_send_connection(SendConnection& connection, CloseReason reason);
+  void start_listener(const std::shared_ptr<Listener>& listener);
+  void on_listener_readable(Listener& listener);
+  void accept_one(Listener& listener, int socket_fd, const EndPointAddress& peer);
+  void on_recv_readable(RecvConnection& connection);
+  void read_hello(RecvConnection& connection);
+  void close_recv_connection(RecvConnection& connection, bool report);
+  void close_listener(Listener& listener);
+  void add_deadline(Deadline deadline);
+  void on_deadline_timer();
+
+  // --- data path (DataPath.cpp) ---
+  enum class SendMode { copy, zero_copy };
+  NetioStatus send_message(const EndPointAddress& address, std::span<const iovec> pieces,
+                           std::span<const std::uint8_t> header_data, std::uint64_t key, SendMode mode);
+  /// Writes as much of the queue as the socket takes (loop thread).
+  void flush(SendConnection& connection);
+  /// Pops finished messages: buffers back to their pool, keys to on_send_completed_cb (loop thread).
+  void deliver_completions(SendConnection& connection);
+  void service(SendConnection& connection);
+  void receive(RecvConnection& connection);
+
+  const bool m_thread_safe;
+  /// on_data_from_cb is set (it replaces on_data_cb).
+  const bool m_use_data_from;
+  std::atomic<bool> m_shutting_down{false};
+
+  /// Guards the endpoint maps.
+  mutable OptionalSharedMutex m_map_mutex;
+  std::unordered_map<EndPointAddress, std::shared_ptr<SendConnection>> m_send_endpoints;
+  std::unordered_map<EndPointAddress, std::shared_ptr<Listener>> m_listeners;
+
+  std::unique_ptr<BufferPool> m_shared_send_pool;
+
+  // Work handed to the loop: tasks and connections to service, behind one signal.
+  OptionalMutex m_post_mutex;
+  std::vector<std::function<void()>> m_tasks;
+  std::vector<std::function<void()>> m_tasks_running; ///< (loop) swapped with m_tasks
+  std::vector<std::shared_ptr<SendConnection>> m_service;
+  std::vector<std::shared_ptr<SendConnection>> m_service_running; ///< (loop) swapped with m_service
+  std::atomic<bool> m_wakeup_pending{false};
+  EventSignalHandle m_wakeup;
+
+  // Handshake deadlines (loop thread). All use connect_timeout, so the deque is in deadline order.
+  std::deque<Deadline> m_deadlines;
+  EventTimerHandle m_deadline_timer;
+
+  /// A spare descriptor (/dev/null): when accept fails for lack of descriptors, it is closed to
+  /// accept and at once close the waiting connection, so that a level-triggered listener does not
+  /// spin (loop thread).
+  OwnedFd m_spare_fd;
+
+  /// Every fd this backend registered with the loop (for the destructor).
+  std::mutex m_registry_mutex;
+  std::unordered_set<int> m_registered_fds;
+
+  // Dispatch state (loop thread): see DispatchScope.
+  int m_dispatch_depth{0};
+  std::vector<std::shared_ptr<SendConnection>> m_inline_service;
+  std::vector<std::shared_ptr<SendConnection>> m_inline_running;
+
+  // Loop-thread scratch, reused so that the data path does not allocate.
+  std::array<iovec, 1024> m_iov{};
+  std::vector<std::uint64_t> m_completed_keys;
+};
+
+template <typename Callback, typename... Args>
+void BackendAsyncmsg::invoke(const char* name, const Callback& callback, Args&&... args) noexcept {
+  if (!callback) {
+    return;
+  }
+  try {
+    callback(std::forward<Args>(args)...);
+  } catch (const std::exception& error) {
+    NETIO3_LOG_ERROR("asyncmsg: the {} callback threw: {}", name, error.what());
+  } catch (...) {
+    NETIO3_LOG_ERROR("asyncmsg: the {} callback threw an unknown exception", name);
+  }
+}
+
+} // namespace netio3::asyncmsg

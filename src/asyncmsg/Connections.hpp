@@ -1,0 +1,130 @@
+#pragma once
+
+// The objects behind send endpoints, listen endpoints and accepted connections (private to the
+// TCP backend). Which thread may touch what is written next to each field.
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <unistd.h>
+#include <unordered_map>
+#include <vector>
+
+#include "asyncmsg/BufferPool.hpp"
+#include "asyncmsg/OptionalMutex.hpp"
+#include "asyncmsg/SendQueue.hpp"
+#include "asyncmsg/WireProtocol.hpp"
+#include "netio3/EndPointAddress.hpp"
+#include "netio3/NetworkConfig.hpp"
+
+namespace netio3::asyncmsg {
+
+/// Closes the fd it holds when destroyed (the owner of a socket that has not been torn down).
+class OwnedFd {
+public:
+  OwnedFd() = default;
+  explicit OwnedFd(int fd) noexcept : m_fd{fd} {}
+  OwnedFd(const OwnedFd&) = delete;
+  OwnedFd& operator=(const OwnedFd&) = delete;
+  OwnedFd(OwnedFd&&) = delete;
+  OwnedFd& operator=(OwnedFd&&) = delete;
+  ~OwnedFd() { reset(); }
+  [[nodiscard]] int get() const noexcept { return m_fd; }
+  /// Closes the fd held (if any) and holds `fd` instead.
+  void reset(int fd = -1) noexcept {
+    if (m_fd >= 0) {
+      ::close(m_fd);
+    }
+    m_fd = fd;
+  }
+  /// Gives up ownership without closing.
+  [[nodiscard]] int release() noexcept {
+    const int fd = m_fd;
+    m_fd = -1;
+    return fd;
+  }
+
+private:
+  int m_fd{-1};
+};
+
+/// Life of a connection. Send side: connecting -> handshake -> established -> closed; receive
+/// side: handshake -> established -> closed.
+enum class ConnectionState : std::uint8_t { connecting, handshake, established, closed };
+
+/// A send endpoint: one outgoing connection.
+///
+/// Threads: `mutex` guards the fields marked (M); they are touched by callers of the public API
+/// (SAFE: any thread) and by the loop thread. Fields marked (L) belong to the loop thread. The
+/// rest is fixed after construction.
+struct SendConnection : std::enable_shared_from_this<SendConnection> {
+  SendConnection(const EndPointAddress& endpoint, int socket_fd, bool thread_safe, std::size_t max_unsent_bytes)
+    : address{endpoint}, fd{socket_fd}, mutex{thread_safe}, queue{max_unsent_bytes} {}
+
+  const EndPointAddress address; ///< as given to open_send_endpoint: named in every callback
+  OwnedFd fd;
+
+  OptionalMutex mutex;
+  ConnectionState state{ConnectionState::connecting}; ///< (M) written by the loop thread only
+  SendQueue queue;                                    ///< (M)
+  std::uint64_t peer_limit{0};                        ///< (M) the receiver's largest message
+  bool service_requested{false};                      ///< (M) queued on the backend's service list
+  bool blocked{false};                                ///< (M) the socket is full: the writable event flushes
+  bool broken{false};                                 ///< (M) a write failed: the connection is being closed
+  /// close_send_endpoint was called: report nothing but the close. Written under `mutex`; read
+  /// without it between completion callbacks.
+  std::atomic<bool> user_closed{false};
+  /// Keys taken off the queue for delivery but not delivered because the endpoint was closed
+  /// meanwhile: reported with the pending keys instead. (L)
+  std::vector<std::uint64_t> undelivered_keys;
+
+  /// The pool of get_buffer/send_buffer: `own_pool`, the backend's shared pool, or none.
+  std::unique_ptr<BufferPool> own_pool;
+  BufferPool* pool{nullptr};
+
+  // (L) handshake and loop-side state
+  bool registered{false};
+  bool write_interest{false};
+  std::size_t hello_sent{0};
+  std::array<std::uint8_t, reply_size> reply{};
+  std::size_t reply_received{0};
+  /// The connect failed at once (e.g. ECONNREFUSED on loopback): report refused when started.
+  int immediate_error{0};
+};
+
+struct Listener;
+
+/// A connection accepted by a listen endpoint. Loop thread only.
+struct RecvConnection : std::enable_shared_from_this<RecvConnection> {
+  RecvConnection(const EndPointAddress& remote, int socket_fd, Listener* owner)
+    : peer{remote}, fd{socket_fd}, listener{owner} {}
+
+  const EndPointAddress peer; ///< the peer's address and port: named in every callback
+  OwnedFd fd;
+  Listener* listener; ///< outlives the connection (closing a listener closes its connections first)
+  ConnectionState state{ConnectionState::handshake};
+  std::array<std::uint8_t, hello_size> hello{};
+  std::size_t hello_received{0};
+  /// Created when the handshake succeeds (so that floods of half-open connections cost no buffers).
+  std::optional<FrameDecoder> decoder;
+};
+
+/// A listen endpoint.
+struct Listener : std::enable_shared_from_this<Listener> {
+  Listener(const EndPointAddress& endpoint, int socket_fd, std::uint64_t message_limit)
+    : address{endpoint}, fd{socket_fd}, max_message_size{message_limit} {}
+
+  const EndPointAddress address; ///< as returned by open_listen_endpoint (real port)
+  OwnedFd fd;
+  const std::uint64_t max_message_size;
+  std::atomic<bool> closing{false}; ///< close_listen_endpoint was called (any thread)
+  bool registered{false};           ///< (loop thread)
+  /// Accepted connections, handshaking or established (loop thread).
+  std::unordered_map<RecvConnection*, std::shared_ptr<RecvConnection>> connections;
+};
+
+} // namespace netio3::asyncmsg
