@@ -1,0 +1,339 @@
+// Construction, destruction, deferred work and the progress timer of the libfabric backend.
+
+#include "libfabric/BackendLibfabric.hpp"
+
+#include <algorithm>
+#include <exception>
+#include <utility>
+
+#include "core/BackendFactories.hpp"
+#include "core/Logging.hpp"
+
+namespace netio3 {
+
+std::unique_ptr<NetworkBackend> detail::make_libfabric_backend(const NetworkConfig& config,
+                                                               std::shared_ptr<BaseEventLoop> evloop) {
+  return std::make_unique<libfabric::BackendLibfabric>(config, std::move(evloop));
+}
+
+} // namespace netio3
+
+namespace netio3::libfabric {
+
+BackendLibfabric::BackendLibfabric(const NetworkConfig& config, std::shared_ptr<BaseEventLoop> evloop)
+  : NetworkBackend{config, std::move(evloop)}, m_provider{select_provider(m_config)}, m_mutex{config.thread_safety ==
+                                                                                              ThreadSafetyModel::SAFE} {
+  if (m_config.use_shared_send_buffers) {
+    if (m_config.shared_send_buf_size == 0 || m_config.shared_send_num_buf == 0) {
+      throw UnsupportedConfiguration("libfabric backend: the shared send pool needs buffers (shared_send_buf_size " +
+                                     std::to_string(m_config.shared_send_buf_size) + ", shared_send_num_buf " +
+                                     std::to_string(m_config.shared_send_num_buf) + ")");
+    }
+    try {
+      m_shared_send_pool = std::make_unique<SendBufferPool>(m_config.shared_send_num_buf, m_config.shared_send_buf_size,
+                                                            wire_header_size);
+    } catch (const std::exception& error) {
+      throw UnsupportedConfiguration(std::string{"libfabric backend: cannot allocate the shared send pool: "} +
+                                     error.what());
+    }
+  }
+  if (m_config.use_shared_receive_buffers) {
+    if (m_config.shared_receive_buf_size == 0 || m_config.shared_receive_num_buf == 0) {
+      throw UnsupportedConfiguration(
+          "libfabric backend: the shared receive pool needs buffers (shared_receive_buf_size " +
+          std::to_string(m_config.shared_receive_buf_size) + ", shared_receive_num_buf " +
+          std::to_string(m_config.shared_receive_num_buf) + ")");
+    }
+    try {
+      m_shared_receive_pool = std::make_unique<SharedReceivePool>(
+          m_config.shared_receive_num_buf, align_up(wire_header_size + m_config.shared_receive_buf_size, 64));
+    } catch (const std::exception& error) {
+      throw UnsupportedConfiguration(std::string{"libfabric backend: cannot allocate the shared receive pool: "} +
+                                     error.what());
+    }
+  }
+  m_completed_keys.reserve(max_queue_depth);
+  m_wake = m_evloop->create_signal([this] { on_wake(); });
+  m_progress_timer = m_evloop->create_timer([this] { on_progress_timer(); });
+  NETIO3_LOG_DEBUG("libfabric backend created (provider {}, {})", m_provider, to_string(m_config.thread_safety));
+}
+
+BackendLibfabric::~BackendLibfabric() {
+  // 1. No handler does anything from now on, and no fd of ours stays in the loop. The lock is not
+  //    held while waiting for the loop: a handler may be waiting for it.
+  std::vector<int> fds;
+  {
+    const Lock lock{m_mutex};
+    m_shutting_down = true;
+    for (auto& [pointer, connection] : m_connections) {
+      if (connection->cq_fd_registered) {
+        fds.push_back(connection->cq_fd);
+        connection->cq_fd_registered = false;
+      }
+    }
+    for (auto& [key, domain] : m_domains) {
+      if (domain->eq_fd_registered) {
+        fds.push_back(domain->eq_fd);
+        domain->eq_fd_registered = false;
+      }
+    }
+  }
+  m_wake.reset();
+  m_progress_timer.reset();
+  for (const int fd : fds) {
+    try {
+      m_evloop->remove_fd(fd, false, true);
+    } catch (const std::exception& error) {
+      NETIO3_LOG_ERROR("libfabric backend: removing fd {} from the event loop failed: {}", fd, error.what());
+    }
+  }
+  // 2. Close everything, endpoints before their domains, without callbacks. Connection requests
+  //    still queued are answered first, while their listeners exist.
+  const Lock lock{m_mutex};
+  for (auto& [key, domain] : m_domains) {
+    discard_pending_events(*domain);
+  }
+  for (auto& [pointer, connection] : m_connections) {
+    teardown_connection(*connection, false, nullptr);
+  }
+  m_connections.clear();
+  m_senders.clear();
+  m_teardown_queue.clear();
+  m_ready_again.clear();
+  for (auto& [address, listener] : m_listeners) {
+    close_listener_now(*listener);
+  }
+  for (auto& listener : m_listener_teardown_queue) {
+    close_listener_now(*listener);
+  }
+  m_listeners.clear();
+  m_listener_teardown_queue.clear();
+  m_fid_owners.clear();
+  for (auto& [key, domain] : m_domains) {
+    destroy_domain(*domain, false);
+  }
+  m_domains.clear();
+  m_notices.clear();
+}
+
+void BackendLibfabric::wake_loop() {
+  if (m_shutting_down) {
+    return;
+  }
+  try {
+    m_wake.fire();
+  } catch (const std::exception& error) {
+    NETIO3_LOG_ERROR("libfabric backend: cannot wake the event loop: {}", error.what());
+  }
+}
+
+void BackendLibfabric::ensure_progress_timer() {
+  m_idle_ticks = 0;
+  if (m_timer_running || m_shutting_down) {
+    return;
+  }
+  try {
+    m_progress_timer.start(progress_tick);
+    m_timer_running = true;
+  } catch (const std::exception& error) {
+    NETIO3_LOG_ERROR("libfabric backend: cannot start the progress timer: {}", error.what());
+  }
+}
+
+void BackendLibfabric::progress_connection_later(const std::shared_ptr<Connection>& connection) {
+  if (!connection->ready_again) {
+    connection->ready_again = true;
+    m_ready_again.push_back(connection);
+  }
+  wake_loop();
+}
+
+void BackendLibfabric::process_teardowns() {
+  while (!m_teardown_queue.empty() && !m_shutting_down) {
+    std::vector<std::shared_ptr<Connection>> queue;
+    queue.swap(m_teardown_queue);
+    for (auto& connection : queue) {
+      std::vector<std::uint64_t> pending_keys;
+      teardown_connection(*connection, true, &pending_keys);
+      if (connection->role == Connection::Role::sender) {
+        const auto found = m_senders.find(connection->address);
+        if (found != m_senders.end() && found->second == connection) {
+          m_senders.erase(found);
+        }
+      }
+      if (connection->listener != nullptr) {
+        connection->listener->accepted.erase(connection.get());
+        connection->listener = nullptr;
+      }
+      m_connections.erase(connection.get());
+      if (connection->close_notice == CloseNotice::closed) {
+        m_notices.push_back(Notice{Notice::Kind::closed, connection->address, std::move(pending_keys)});
+      } else if (connection->close_notice == CloseNotice::refused) {
+        m_notices.push_back(Notice{Notice::Kind::refused, connection->address, {}});
+      }
+    }
+  }
+}
+
+void BackendLibfabric::run_deferred(Lock& lock) {
+  apply_pending_registrations();
+  while (!m_shutting_down) {
+    if (!m_teardown_queue.empty()) {
+      process_teardowns();
+      continue;
+    }
+    if (!m_listener_teardown_queue.empty()) {
+      std::vector<std::shared_ptr<Listener>> queue;
+      queue.swap(m_listener_teardown_queue);
+      for (auto& listener : queue) {
+        close_listener_now(*listener);
+      }
+      continue;
+    }
+    for (auto it = m_domains.begin(); it != m_domains.end();) {
+      if (it->second->users == 0) {
+        destroy_domain(*it->second, true);
+        it = m_domains.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (m_notices.empty()) {
+      return;
+    }
+    deliver_notices(lock);
+  }
+}
+
+void BackendLibfabric::deliver_notices(Lock& lock) {
+  while (!m_notices.empty() && !m_shutting_down) {
+    Notice notice = std::move(m_notices.front());
+    m_notices.pop_front();
+    switch (notice.kind) {
+    case Notice::Kind::established:
+      if (m_config.on_connection_established_cb) {
+        call_user(lock, "on_connection_established_cb", [&] { m_config.on_connection_established_cb(notice.address); });
+      }
+      break;
+    case Notice::Kind::closed:
+      if (m_config.on_connection_closed_cb) {
+        call_user(lock, "on_connection_closed_cb",
+                  [&] { m_config.on_connection_closed_cb(notice.address, notice.pending_keys); });
+      }
+      break;
+    case Notice::Kind::refused:
+      if (m_config.on_connection_refused_cb) {
+        call_user(lock, "on_connection_refused_cb", [&] { m_config.on_connection_refused_cb(notice.address); });
+      }
+      break;
+    }
+  }
+}
+
+void BackendLibfabric::on_wake() {
+  Lock lock{m_mutex};
+  if (m_shutting_down) {
+    return;
+  }
+  apply_pending_registrations();
+  // Event-queue entries read early (a listener closed) are handled here.
+  std::vector<std::shared_ptr<DomainContext>> stashed;
+  for (auto& [key, domain] : m_domains) {
+    if (!domain->stashed_events.empty()) {
+      stashed.push_back(domain);
+    }
+  }
+  for (auto& domain : stashed) { // a copy: callbacks may change m_domains
+    if (domain->eq && !m_shutting_down) {
+      progress_event_queue(*domain, lock);
+    }
+  }
+  if (!m_ready_again.empty()) {
+    m_poll_scratch.clear();
+    m_poll_scratch.swap(m_ready_again);
+    for (auto& connection : m_poll_scratch) {
+      connection->ready_again = false;
+      if (connection->state != Connection::State::closing && !m_shutting_down) {
+        progress_connection(connection, lock);
+      }
+    }
+    m_poll_scratch.clear();
+  }
+  run_deferred(lock);
+}
+
+bool BackendLibfabric::needs_timer(const Connection& connection) const noexcept {
+  if (connection.state == Connection::State::closing) {
+    return false;
+  }
+  return connection.needs_poll || connection.cq_fd < 0 || connection.state != Connection::State::established ||
+         (connection.domain && connection.domain->manual_progress && connection.sends_outstanding > 0);
+}
+
+void BackendLibfabric::on_progress_timer() {
+  Lock lock{m_mutex};
+  if (m_shutting_down) {
+    return;
+  }
+  check_connect_deadlines();
+
+  // Event queues: those without a wait fd, and those of domains where connections are being set up
+  // (providers with manual progress advance connection set-up only when their queue is read).
+  bool busy = false;
+  std::vector<std::shared_ptr<DomainContext>> domains;
+  for (auto& [pointer, connection] : m_connections) {
+    if (connection->state == Connection::State::connecting || connection->state == Connection::State::accepting) {
+      if (connection->domain && std::find(domains.begin(), domains.end(), connection->domain) == domains.end()) {
+        domains.push_back(connection->domain);
+      }
+    }
+  }
+  for (auto& [key, domain] : m_domains) {
+    if (domain->eq_fd < 0 && domain->users > 0 && std::find(domains.begin(), domains.end(), domain) == domains.end()) {
+      domains.push_back(domain);
+    }
+  }
+  for (auto& domain : domains) {
+    busy = true;
+    if (!m_shutting_down && domain->eq) {
+      progress_event_queue(*domain, lock);
+    }
+  }
+
+  // Completion queues that cannot sleep, or whose provider progresses only when polled, unless
+  // the loop read them since the previous tick anyway (busy connections cost the timer nothing).
+  const std::uint64_t previous_tick = m_tick++;
+  m_poll_scratch.clear();
+  for (auto& [pointer, connection] : m_connections) {
+    if (needs_timer(*connection)) {
+      busy = true;
+      if (connection->serviced_tick != previous_tick || connection->needs_poll || connection->cq_fd < 0) {
+        m_poll_scratch.push_back(connection);
+      }
+    }
+  }
+  std::vector<std::shared_ptr<Connection>> polled;
+  polled.swap(m_poll_scratch);
+  for (auto& connection : polled) {
+    if (connection->state != Connection::State::closing && connection->cq && !m_shutting_down) {
+      progress_connection(connection, lock);
+      connection->serviced_tick = 0; // read by the timer, not by the loop: poll again next tick
+    }
+  }
+  polled.clear();
+  m_poll_scratch.swap(polled); // keep the capacity for the next tick
+  run_deferred(lock);
+
+  if (busy) {
+    m_idle_ticks = 0;
+  } else if (++m_idle_ticks >= idle_ticks_before_stop && m_timer_running) {
+    try {
+      m_progress_timer.stop();
+    } catch (const std::exception& error) {
+      NETIO3_LOG_ERROR("libfabric backend: cannot stop the progress timer: {}", error.what());
+    }
+    m_timer_running = false;
+  }
+}
+
+} // namespace netio3::libfabric

@@ -1,0 +1,239 @@
+#pragma once
+
+/// @file
+/// `netio3::libfabric::BackendLibfabric`: the RDMA backend on libfabric FI_EP_MSG endpoints (private
+/// header; users create it with `NetworkBackend::create(NetworkType::LIBFABRIC, config, loop)`).
+/// Design, wire protocol and progress rules: docs/libfabric-backend.md.
+///
+/// Code layout: BackendLibfabric.cpp (construction, destruction, locking, deferred work, the
+/// progress timer), ControlPath.cpp (domains, listen, connect, accept, the event queue, closing)
+/// and DataPath.cpp (the send calls, completion queues, credits, receiving).
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <sys/uio.h>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "core/Logging.hpp"
+#include "libfabric/Objects.hpp"
+#include "libfabric/OptionalMutex.hpp"
+#include "netio3/Netio3Backend.hpp"
+
+namespace netio3::libfabric {
+
+/// The libfabric backend. Connections are FI_EP_MSG endpoints of the configured provider (`verbs`
+/// for RDMA, `tcp` for TCP, or a forced one); their event and completion queues are watched through
+/// their wait fds on the event loop, with a progress timer for providers that only progress when
+/// polled. Messages are sent with a small wire header; the receiver grants credits (its posted
+/// buffers) so that a send never meets a receiver without a buffer.
+///
+/// Threading: every completion, every event and every callback is handled on the loop thread. In
+/// SAFE mode one mutex guards the backend's state and every libfabric call (the domains are opened
+/// with FI_THREAD_DOMAIN); it is released while user callbacks run. Tear-down of endpoints always
+/// happens on the loop thread.
+class BackendLibfabric final : public NetworkBackend {
+public:
+  /// @throws UnsupportedConfiguration when the configuration cannot work (e.g. empty shared pools)
+  /// @throws EventLoopError when the loop cannot create the backend's timer or signal
+  BackendLibfabric(const NetworkConfig& config, std::shared_ptr<BaseEventLoop> evloop);
+  ~BackendLibfabric() override;
+  BackendLibfabric(const BackendLibfabric&) = delete;
+  BackendLibfabric(BackendLibfabric&&) = delete;
+  BackendLibfabric& operator=(const BackendLibfabric&) = delete;
+  BackendLibfabric& operator=(BackendLibfabric&&) = delete;
+
+  void open_send_endpoint(const EndPointAddress& address, const ConnectionParameters& connection_params) override;
+  EndPointAddress open_listen_endpoint(const EndPointAddress& address,
+                                       const ConnectionParametersRecv& connection_params) override;
+  void close_send_endpoint(const EndPointAddress& address) override;
+  void close_listen_endpoint(const EndPointAddress& address) override;
+  NetioStatus send_data(const EndPointAddress& address, std::span<std::uint8_t> data,
+                        std::span<const std::uint8_t> header_data, std::uint64_t key) override;
+  NetioStatus send_data(const EndPointAddress& address, std::span<const iovec> iov,
+                        std::span<const std::uint8_t> header_data, std::uint64_t key) override;
+  NetioStatus send_data_copy(const EndPointAddress& address, std::span<const std::uint8_t> data,
+                             std::span<const std::uint8_t> header_data, std::uint64_t key) override;
+  NetioStatus send_data_copy(const EndPointAddress& address, std::span<const iovec> iov,
+                             std::span<const std::uint8_t> header_data, std::uint64_t key) override;
+  NetworkBuffer* get_buffer(const EndPointAddress& address) override;
+  NetioStatus send_buffer(const EndPointAddress& address, NetworkBuffer* buffer) override;
+  std::size_t get_num_available_buffers(const EndPointAddress& address) override;
+
+  /// The provider this backend opens endpoints with.
+  [[nodiscard]] const std::string& provider() const noexcept { return m_provider; }
+
+private:
+  using Lock = std::unique_lock<OptionalMutex>;
+
+  /// Completions handled per wake-up of one connection before others get their turn.
+  static constexpr std::size_t completion_budget = 1024;
+  /// Reads of one connection's queue per wake-up (each lets the provider progress).
+  static constexpr int progress_rounds = 8;
+  /// Period of the progress timer (polls queues that cannot signal, and connect deadlines).
+  static constexpr std::chrono::milliseconds progress_tick{1};
+  /// Idle ticks after which the progress timer stops.
+  static constexpr std::uint32_t idle_ticks_before_stop = 100;
+
+  /// A callback to deliver from the loop thread once the state it reports is settled.
+  struct Notice {
+    enum class Kind { established, closed, refused } kind;
+    EndPointAddress address;
+    std::vector<std::uint64_t> pending_keys;
+  };
+
+  // --- BackendLibfabric.cpp: locking, deferred work, progress timer ---------------------------
+  /// Runs `callback` (a user callback) with the lock released; exceptions are logged.
+  template <typename Callback>
+  void call_user(Lock& lock, const char* name, Callback&& callback);
+  /// Tears down what was queued for it and delivers queued notices (loop thread).
+  void run_deferred(Lock& lock);
+  /// Tears down the connections queued for it and queues their closed/refused notices (loop thread).
+  void process_teardowns();
+  /// Delivers queued notices only (loop thread).
+  void deliver_notices(Lock& lock);
+  /// Makes the loop run `run_deferred` soon (from any thread).
+  void wake_loop();
+  /// Starts the progress timer unless it runs.
+  void ensure_progress_timer();
+  void on_wake();
+  void on_progress_timer();
+  [[nodiscard]] bool needs_timer(const Connection& connection) const noexcept;
+
+  // --- ControlPath.cpp ----------------------------------------------------------------------
+  std::shared_ptr<DomainContext> acquire_domain(const fi_info& info);
+  void release_domain(const std::shared_ptr<DomainContext>& domain);
+  void destroy_domain(DomainContext& domain, bool on_loop);
+  /// Reads what is left in a domain's event queue before it closes: connection requests are
+  /// rejected and their fi_info freed.
+  void discard_pending_events(DomainContext& domain);
+  void open_completion_queue(Connection& connection, std::size_t size);
+  /// Watches the domain's event-queue fd (on the loop thread; queued for it from other threads).
+  void watch_domain_fd(const std::shared_ptr<DomainContext>& domain);
+  /// Watches the connection's completion-queue fd (on the loop thread; queued from other threads).
+  void register_connection_fd(const std::shared_ptr<Connection>& connection);
+  /// Registers what other threads queued (loop thread).
+  void apply_pending_registrations();
+  /// Makes the loop read the connection's completion queue soon.
+  void progress_connection_later(const std::shared_ptr<Connection>& connection);
+  /// After posting a send: providers with manual progress push data out only while the queue is
+  /// read, so make sure the loop reads it soon (coalesced: one wake-up for many sends).
+  void note_posted(Connection& connection);
+  void on_eq_ready(const std::weak_ptr<DomainContext>& weak_domain);
+  void progress_event_queue(DomainContext& domain, Lock& lock);
+  void handle_eq_event(DomainContext& domain, std::uint32_t event, const fi_eq_cm_entry& entry, std::size_t data_size,
+                       Lock& lock);
+  /// Reads an error entry of the event queue (after -FI_EAVAIL) and acts on it.
+  void handle_eq_error(DomainContext& domain);
+  /// Acts on an error entry for the endpoint `source`.
+  void handle_eq_failure(const fid* source, const std::string& reason);
+  /// Reads every entry now in the domain's event queue into its stash (handled later by the loop).
+  void stash_events(DomainContext& domain);
+  /// The text of an error entry: fi_strerror and the provider's explanation.
+  [[nodiscard]] static std::string eq_error_text(DomainContext& domain, const fi_eq_err_entry& error);
+  void handle_connection_request(const std::shared_ptr<Listener>& listener, InfoPtr info,
+                                 std::span<const std::uint8_t> data, Lock& lock);
+  std::shared_ptr<Connection> create_receiver(const std::shared_ptr<Listener>& listener, const fi_info& info,
+                                              const ConnectRequest& request);
+  void handle_connected(Connection& connection, std::span<const std::uint8_t> data, Lock& lock);
+  /// The notice for a connection that ends without the application asking: closed once it was
+  /// announced; before that refused (send endpoint) or nothing (accepted connection).
+  [[nodiscard]] static CloseNotice loss_notice(const Connection& connection) noexcept;
+  /// Ends a connection: no more traffic; tear-down and the notice follow from the loop.
+  void begin_close(const std::shared_ptr<Connection>& connection, CloseNotice notice, std::string_view reason);
+  /// Closes the libfabric objects of a connection and frees its memory (loop thread, or destructor).
+  void teardown_connection(Connection& connection, bool on_loop, std::vector<std::uint64_t>* pending_keys);
+  void close_listener_now(Listener& listener);
+  void check_connect_deadlines();
+  void mark_established(Connection& connection);
+
+  // --- DataPath.cpp -------------------------------------------------------------------------
+  void on_cq_ready(const std::weak_ptr<Connection>& weak_connection);
+  /// Reads and handles completions until the queue is empty and may sleep (or a budget runs out).
+  void progress_connection(const std::shared_ptr<Connection>& connection, Lock& lock);
+  /// Reads completions until the queue is empty; false when the connection ended meanwhile.
+  bool drain_completions(const std::shared_ptr<Connection>& connection, Lock& lock, std::size_t& handled);
+  void handle_cq_error(const std::shared_ptr<Connection>& connection);
+  void handle_send_completion(Connection& connection, std::uint32_t slot);
+  /// Handles one received message; false when the connection ended.
+  bool handle_receive(const std::shared_ptr<Connection>& connection, std::uint32_t index, std::size_t length,
+                      Lock& lock);
+  bool post_receive(Connection& connection, std::uint32_t index);
+  void return_credits(Connection& connection);
+  /// Reports the keys collected in `m_completed_keys` for `connection` and clears them.
+  void deliver_completed_keys(const Connection& connection, Lock& lock);
+
+  /// The send endpoint for `address` (throws UnknownSendEndpoint).
+  Connection& find_sender(const EndPointAddress& address);
+  /// Whether a message may be posted now (OK) or why not.
+  [[nodiscard]] NetioStatus check_ready(const Connection& connection, std::size_t message_size) const noexcept;
+  /// True when [data, data + size) lies in the endpoint's zero-copy region.
+  [[nodiscard]] static bool in_region(const Connection& connection, const void* data, std::size_t size) noexcept;
+  /// Creates the bounce ring on first use; false if that fails.
+  bool ensure_ring(Connection& connection);
+  /// Posts `count` entries of `iov`/`desc` (entry 0 is the wire header and header data) as one
+  /// message and books it; releases the slot and chunk on failure.
+  NetioStatus post_message(Connection& connection, std::uint32_t slot, const iovec* iov, void** desc, std::size_t count,
+                           std::uint64_t key, bool has_key);
+  /// Copies header and payload into the bounce ring and posts the message.
+  NetioStatus send_copied(Connection& connection, std::span<const iovec> payload, std::size_t payload_size,
+                          std::span<const std::uint8_t> header_data, std::uint64_t key);
+  NetioStatus send_zero_copy(const EndPointAddress& address, std::span<const iovec> payload,
+                             std::span<const std::uint8_t> header_data, std::uint64_t key);
+  void release_slot(Connection& connection, std::uint32_t slot);
+  [[nodiscard]] SendBufferPool* pool_of(const Connection& connection) const noexcept;
+
+  std::string m_provider;
+  mutable OptionalMutex m_mutex;
+  bool m_shutting_down{false};
+
+  std::unordered_map<std::string, std::shared_ptr<DomainContext>> m_domains;
+  std::unordered_map<EndPointAddress, std::shared_ptr<Connection>> m_senders;
+  std::unordered_map<EndPointAddress, std::shared_ptr<Listener>> m_listeners;
+  /// Every live connection (senders, accepted ones, and those waiting for tear-down).
+  std::unordered_map<const Connection*, std::shared_ptr<Connection>> m_connections;
+  /// Which object an event-queue entry's fid belongs to (never dereferencing a closed fid).
+  std::unordered_map<const fid*, FidOwner> m_fid_owners;
+
+  std::unique_ptr<SendBufferPool> m_shared_send_pool;
+  std::unique_ptr<SharedReceivePool> m_shared_receive_pool;
+
+  std::vector<std::shared_ptr<Connection>> m_teardown_queue;
+  std::vector<std::shared_ptr<Listener>> m_listener_teardown_queue;
+  std::deque<Notice> m_notices;
+  std::vector<std::shared_ptr<Connection>> m_ready_again; // left completions behind (fairness budget)
+  std::vector<std::shared_ptr<Connection>> m_poll_scratch;
+  std::vector<std::weak_ptr<DomainContext>> m_pending_domain_fds;
+  std::vector<std::weak_ptr<Connection>> m_pending_connection_fds;
+  std::vector<std::uint64_t> m_completed_keys; // keys of one drain, reused: no allocation per message
+
+  EventSignalHandle m_wake;
+  EventTimerHandle m_progress_timer;
+  bool m_timer_running{false};
+  std::uint64_t m_tick{1}; // advanced by every progress timer tick
+  std::uint32_t m_idle_ticks{0};
+};
+
+template <typename Callback>
+void BackendLibfabric::call_user(Lock& lock, const char* name, Callback&& callback) {
+  lock.unlock();
+  try {
+    std::forward<Callback>(callback)();
+  } catch (const std::exception& error) {
+    NETIO3_LOG_ERROR("libfabric backend: the application's {} threw: {}", name, error.what());
+  } catch (...) {
+    NETIO3_LOG_ERROR("libfabric backend: the application's {} threw an unknown exception", name);
+  }
+  lock.lock();
+}
+
+} // namespace netio3::libfabric

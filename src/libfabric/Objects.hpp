@@ -1,0 +1,227 @@
+#pragma once
+
+// The objects of the libfabric backend (private): domains (fabric, domain, event queue),
+// listeners (passive endpoints) and connections (active endpoints with their completion queue,
+// registered memory and credit state). They are plain data; BackendLibfabric's control path
+// (ControlPath.cpp) creates and destroys them, its data path (DataPath.cpp) moves messages.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <rdma/fabric.h>
+#include <rdma/fi_domain.h>
+#include <rdma/fi_endpoint.h>
+#include <rdma/fi_eq.h>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "libfabric/Fabric.hpp"
+#include "libfabric/Memory.hpp"
+#include "libfabric/Protocol.hpp"
+#include "netio3/EndPointAddress.hpp"
+#include "netio3/NetworkConfig.hpp"
+
+namespace netio3::libfabric {
+
+/// Room in each send slot for the wire header plus inline header data. Header data that do not fit
+/// go through the bounce ring instead.
+inline constexpr std::size_t slot_header_room = 128;
+/// Size of each control (credit) receive buffer of a send endpoint.
+inline constexpr std::size_t control_buffer_size = 64;
+/// The most send slots and control receive buffers per connection, whatever the provider allows.
+inline constexpr std::size_t max_queue_depth = 1024;
+/// Send slots of a receive connection (it only sends credit messages).
+inline constexpr std::size_t receiver_send_slots = 8;
+/// The most iovec entries handed to the provider in one send (the rest is copied).
+inline constexpr std::size_t max_iov_entries = 32;
+
+/// A fabric, a domain and the event queue of all endpoints opened in it. Shared by every endpoint of
+/// the backend whose fi_info names the same provider, fabric and domain.
+struct DomainContext {
+  std::string key;
+  InfoPtr info;
+  FidHandle<fid_fabric> fabric{"fabric"};
+  FidHandle<fid_domain> domain{"domain"};
+  FidHandle<fid_eq> eq{"event queue"};
+  /// The event queue's wait fd, or -1 when the provider gives none (then the progress timer polls).
+  int eq_fd{-1};
+  bool eq_fd_registered{false};
+  /// Endpoints (listeners and connections) using this domain; torn down on the loop at zero.
+  std::size_t users{0};
+  /// Keys for fi_mr_reg (providers without FI_MR_PROV_KEY need them unique per domain).
+  std::uint64_t next_key{1};
+  /// The provider progresses only when its queues are read (tcp): poll while work is outstanding.
+  bool manual_progress{false};
+  /// Registrations of the backend's shared pools in this domain (made when first needed).
+  Registration shared_send;
+  Registration shared_receive;
+
+  /// An event-queue entry read early (when a passive endpoint closes, its queued connection
+  /// requests must be answered first); the others wait here for the loop.
+  struct StashedEvent {
+    bool error{false};
+    std::uint32_t event{0};
+    const fid* source{nullptr};      // error entries: the endpoint
+    std::string error_text;          // error entries: fi_strerror and the provider's text
+    std::vector<std::uint8_t> bytes; // other entries: the fi_eq_cm_entry and its data
+  };
+  std::deque<StashedEvent> stashed_events;
+  /// The fi_infos of passive endpoints closed in this domain, kept until the event queue closes:
+  /// providers (tcp, sockets) read them when a request queued for the endpoint is read.
+  std::vector<InfoPtr> retired_infos;
+
+  [[nodiscard]] std::uint64_t take_key() noexcept { return next_key++; }
+};
+
+struct Connection;
+
+/// A listen endpoint: a passive endpoint and the connections it accepted.
+struct Listener {
+  EndPointAddress address;
+  ConnectionParametersRecv params;
+  std::shared_ptr<DomainContext> domain;
+  /// The fi_info the passive endpoint was made from. Kept for its lifetime: the sockets provider
+  /// keeps pointers into it (and reads freed memory otherwise).
+  InfoPtr info;
+  FidHandle<fid_pep> pep{"passive endpoint"};
+  std::unordered_set<Connection*> accepted;
+  bool closing{false};
+  /// The loop thread is inside on_connection_request_cb for this listener (it uses the passive
+  /// endpoint afterwards, so closing it must wait for the loop).
+  bool in_request_callback{false};
+};
+
+/// What a completion-queue entry's context points to: provider scratch space first (FI_CONTEXT2),
+/// then which slot of which kind the operation used.
+struct OperationContext {
+  fi_context2 provider_scratch{};
+  enum class Kind : std::uint8_t { send, receive } kind{Kind::send};
+  std::uint32_t index{0};
+};
+
+/// One posted send and what to release when it completes.
+struct SendSlot {
+  bool busy{false};
+  std::uint32_t ring_chunk{BounceRing::no_chunk};
+  /// Buffered send: the pool buffer to give back (-1: none).
+  std::int64_t pool_buffer{-1};
+  bool shared_pool{false};
+};
+
+/// A sent message the receiver has not given its credit back for yet; its key is reported when it
+/// does (or in on_connection_closed_cb when the connection ends first).
+struct UnackedMessage {
+  std::uint64_t key{0};
+  bool has_key{false};
+};
+
+/// Who a closed connection is reported to.
+enum class CloseNotice : std::uint8_t {
+  none,    ///< nothing (backend destruction, or an accepted connection never announced)
+  closed,  ///< on_connection_closed_cb
+  refused, ///< on_connection_refused_cb
+};
+
+/// The object an event-queue entry belongs to (exactly one of the two is set).
+struct FidOwner {
+  std::shared_ptr<Listener> listener;
+  std::shared_ptr<Connection> connection;
+};
+
+/// One connection: a send endpoint (role sender) or a connection accepted by a listener (role
+/// receiver). Messages flow from sender to receiver; credits flow back.
+struct Connection : std::enable_shared_from_this<Connection> {
+  enum class Role { sender, receiver };
+  enum class State {
+    connecting,  ///< sender: fi_connect issued
+    accepting,   ///< receiver: fi_accept issued
+    established, ///< messages may flow
+    closing,     ///< being closed: nothing is sent or delivered any more
+  };
+
+  Connection(Role connection_role, EndPointAddress remote) : role{connection_role}, address{std::move(remote)} {}
+
+  Role role;
+  State state{State::connecting};
+  /// The address in callbacks: as given to open_send_endpoint, or the peer's for accepted ones.
+  EndPointAddress address;
+  std::shared_ptr<DomainContext> domain;
+  Listener* listener{nullptr}; // receiver: the listener that accepted it (null once it is gone)
+
+  /// The fi_info the endpoint was made from, kept for its lifetime (see Listener::info).
+  InfoPtr info;
+  FidHandle<fid_ep> ep{"endpoint"};
+  FidHandle<fid_cq> cq{"completion queue"};
+  int cq_fd{-1}; ///< the completion queue's wait fd, or -1 (polled by the progress timer)
+  bool cq_fd_registered{false};
+  bool provider_connected{false}; ///< FI_CONNECTED seen on this side
+  bool established_reported{false};
+  CloseNotice close_notice{CloseNotice::none};
+  bool teardown_queued{false};
+  std::chrono::steady_clock::time_point connect_deadline{};
+  /// The queue could not be put to sleep (fi_trywait said no): the progress timer polls it.
+  bool needs_poll{false};
+  /// The progress timer's tick during which the queue was last read (the timer skips queues that
+  /// the loop read anyway since its previous tick).
+  std::uint64_t serviced_tick{0};
+  /// The loop should read the queue again soon (completions left behind by the fairness budget, or
+  /// sends posted that a provider with manual progress only pushes out while its queue is read).
+  bool ready_again{false};
+  /// The loop thread is reading this connection's completion queue.
+  bool draining{false};
+  /// Something was posted while draining: read the queue again before sleeping (manual progress).
+  bool posted_during_drain{false};
+  std::size_t iov_limit{1};
+
+  // --- sending (both roles: data on senders, credit messages on receivers) -------------------
+  HostMemory send_header_memory;
+  Registration send_header_registration;
+  std::vector<SendSlot> send_slots;
+  std::vector<OperationContext> send_contexts;
+  IndexStack free_send_slots;
+  std::size_t sends_outstanding{0};
+
+  // --- receiving (data buffers on receivers, control buffers on senders) ---------------------
+  HostMemory receive_memory; // own buffers (empty when the shared receive pool is used)
+  Registration receive_registration;
+  std::vector<std::uint8_t*> receive_buffers; // one per posted receive
+  void* receive_desc{nullptr};
+  std::size_t receive_buffer_size{0}; // bytes per receive buffer (wire header included)
+  std::vector<std::uint32_t> shared_receive_indices;
+  std::vector<OperationContext> receive_contexts;
+
+  // --- sender: credits and messages in flight -------------------------------------------------
+  std::uint64_t peer_max_message{0};
+  std::uint32_t window{0};                // credits granted at set-up
+  std::uint32_t credits_granted_total{0}; // cumulative, as told by the receiver (wrapping)
+  std::uint32_t messages_sent_total{0};   // cumulative (wrapping)
+  std::vector<UnackedMessage> unacked;    // circular, capacity `window`
+  std::size_t unacked_first{0};
+  std::size_t unacked_count{0};
+
+  // --- sender: buffered pool, zero-copy region, bounce ring ---------------------------------
+  std::unique_ptr<SendBufferPool> own_pool;
+  Registration own_pool_registration;
+  bool uses_shared_send_pool{false};
+  std::size_t pool_min_free{static_cast<std::size_t>(-1)}; // low-water mark since the last query
+  bool pool_queried{false};
+  const std::uint8_t* zero_copy_start{nullptr};
+  std::size_t zero_copy_size{0};
+  Registration zero_copy_registration;
+  std::unique_ptr<BounceRing> ring;
+  HostMemory ring_memory;
+  Registration ring_registration;
+
+  // --- receiver: credits returned -----------------------------------------------------------
+  std::uint32_t messages_received_total{0}; // cumulative (wrapping)
+  std::uint32_t credits_available_total{0}; // initial window + buffers reposted (wrapping)
+  std::uint32_t credits_sent_total{0};      // what the last credit message told the sender
+
+  [[nodiscard]] std::uint32_t credits() const noexcept { return credits_granted_total - messages_sent_total; }
+};
+
+} // namespace netio3::libfabric
