@@ -57,6 +57,12 @@ public:
                                        const ConnectionParametersRecv& connection_params) override;
   void close_send_endpoint(const EndPointAddress& address) override;
   void close_listen_endpoint(const EndPointAddress& address) override;
+  /// Closes the connection accepted from the peer `remote` (as the callbacks name it) like closing
+  /// its listener would: the sender sees its connection closed, `on_connection_closed_cb(remote, {})`
+  /// follows from the loop (once, and only if the connection was announced), the listener carries on.
+  /// A connection already ending (peer closed, error, earlier call) keeps its single notice.
+  /// @throws UnknownListenEndpoint if no listener of this backend has a connection from `remote`
+  void close_accepted_connection(const EndPointAddress& remote) override;
   NetioStatus send_data(const EndPointAddress& address, std::span<std::uint8_t> data,
                         std::span<const std::uint8_t> header_data, std::uint64_t key) override;
   NetioStatus send_data(const EndPointAddress& address, std::span<const iovec> iov,

@@ -331,6 +331,30 @@ void BackendLibfabric::close_listen_endpoint(const EndPointAddress& address) {
   wake_loop();
 }
 
+void BackendLibfabric::close_accepted_connection(const EndPointAddress& remote) {
+  const Lock lock{m_mutex};
+  for (const auto& [listen_address, listener] : m_listeners) {
+    for (Connection* accepted : listener->accepted) {
+      if (accepted->address != remote) {
+        continue;
+      }
+      const auto owner = m_connections.find(accepted);
+      if (owner == m_connections.end()) {
+        continue;
+      }
+      // Closing the endpoint disconnects it: the sender sees FI_SHUTDOWN and reports its closed
+      // callback with its pending keys. A connection already ending keeps its first notice (once).
+      // The connection stays in `accepted` until its tear-down on the loop (it still counts
+      // against max_connections_per_listener until then, as after a peer's close).
+      begin_close(owner->second, accepted->established_reported ? CloseNotice::closed : CloseNotice::none,
+                  "closed by the application (close_accepted_connection)");
+      return;
+    }
+  }
+  throw UnknownListenEndpoint("close_accepted_connection: no listen endpoint has an accepted connection from " +
+                              remote.to_string());
+}
+
 void BackendLibfabric::close_listener_now(Listener& listener) {
   if (listener.pep) {
     if (listener.domain && listener.domain->eq) {

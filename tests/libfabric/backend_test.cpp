@@ -464,6 +464,172 @@ TEST_P(LibfabricProvider, ClosingAListenerClosesItsConnections) {
   EXPECT_EQ(again, pair.listening);
 }
 
+TEST_P(LibfabricProvider, ClosingAnAcceptedConnectionFromAnotherThreadEndsBothSidesOnce) {
+  // The receiver holds the first message in on_data_from_cb, so it returns no credit: every key the
+  // sender sent must come back, once, in its closed callback.
+  std::mutex gate_mutex;
+  std::condition_variable gate_changed;
+  bool gate_open = false;
+  bool holding = false;
+  Node::Options receiver_options;
+  receiver_options.on_data = [&](const EndPointAddress&, std::span<const std::uint8_t>) {
+    std::unique_lock lock{gate_mutex};
+    holding = true;
+    gate_changed.notify_all();
+    gate_changed.wait_for(lock, wait_deadline, [&] { return gate_open; });
+  };
+  Pair pair{GetParam(), receive_params(4096, 4), ConnectionParameters{}, receiver_options};
+  pair.wait_established();
+  const EndPointAddress peer = pair.receiver->inspect([](const Record& r) { return r.established.front(); });
+  NetworkBackend& sender = pair.sender->backend();
+  NetworkBackend& receiver = pair.receiver->backend();
+  const std::vector<std::uint8_t> data = pattern(1, 100);
+  for (std::uint64_t key = 1; key <= 3; ++key) {
+    ASSERT_EQ(sender.send_data_copy(pair.target, data, {}, key), NetioStatus::OK);
+  }
+  // The loop is inside on_data_from_cb (lock released) while another thread closes the connection.
+  {
+    std::unique_lock lock{gate_mutex};
+    ASSERT_TRUE(gate_changed.wait_for(lock, wait_deadline, [&] { return holding; }));
+  }
+  receiver.close_accepted_connection(peer);
+  // The loop is still held: the closed callback cannot have come from inside the call.
+  pair.receiver->inspect([](const Record& r) { EXPECT_TRUE(r.closed.empty()); });
+  {
+    const std::lock_guard lock{gate_mutex};
+    gate_open = true;
+  }
+  gate_changed.notify_all();
+  ASSERT_TRUE(pair.receiver->wait([](const Record& r) { return !r.closed.empty(); }));
+  ASSERT_TRUE(pair.sender->wait([](const Record& r) { return !r.closed.empty(); }));
+
+  // The closed connection is gone: closing it again names the address.
+  try {
+    receiver.close_accepted_connection(peer);
+    FAIL() << "closing a connection that is already closed must throw";
+  } catch (const UnknownListenEndpoint& error) {
+    EXPECT_NE(std::string{error.what()}.find(peer.to_string()), std::string::npos) << error.what();
+  }
+  EXPECT_THROW(receiver.close_accepted_connection(EndPointAddress{test_address(), 1}), UnknownListenEndpoint);
+  EXPECT_THROW(receiver.close_accepted_connection(pair.listening), UnknownListenEndpoint);
+
+  // Nothing else fires for the closed connection (a guard period, not a timing assertion).
+  const auto quiet_receiver = [](const Record& r) { return r.closed.size() > 1 || r.received_count > 1; };
+  const auto quiet_sender = [](const Record& r) { return r.closed.size() > 1 || !r.completed_keys.empty(); };
+  EXPECT_FALSE(pair.receiver->wait(quiet_receiver, std::chrono::milliseconds{300}));
+  EXPECT_FALSE(pair.sender->wait(quiet_sender, std::chrono::milliseconds{1}));
+  pair.receiver->inspect([&](const Record& r) {
+    ASSERT_EQ(r.closed.size(), 1U);
+    EXPECT_EQ(r.closed.front().address, peer);
+    EXPECT_TRUE(r.closed.front().pending_keys.empty());
+    EXPECT_EQ(r.received_count, 1U) << "messages behind the held one are dropped by the close";
+    EXPECT_EQ(r.off_loop_callbacks, 0U);
+  });
+  pair.sender->inspect([&](const Record& r) {
+    ASSERT_EQ(r.closed.size(), 1U);
+    EXPECT_EQ(r.closed.front().address, pair.target);
+    std::vector<std::uint64_t> pending = r.closed.front().pending_keys;
+    std::sort(pending.begin(), pending.end());
+    EXPECT_EQ(pending, (std::vector<std::uint64_t>{1, 2, 3}));
+    EXPECT_TRUE(r.completed_keys.empty());
+    EXPECT_TRUE(r.refused.empty());
+  });
+  EXPECT_THROW((void)sender.send_data_copy(pair.target, data, {}, 9), UnknownSendEndpoint);
+
+  // The listener carries on: a new connection is accepted and carries messages.
+  sender.open_send_endpoint(pair.target, ConnectionParameters{});
+  ASSERT_TRUE(pair.sender->wait([](const Record& r) { return r.established.size() == 2; }));
+  ASSERT_TRUE(pair.receiver->wait([](const Record& r) { return r.established.size() == 2; }));
+  for (;;) {
+    const NetioStatus status = sender.send_data_copy(pair.target, data, {}, 10);
+    if (status != NetioStatus::NO_RESOURCES) {
+      ASSERT_EQ(status, NetioStatus::OK);
+      break;
+    }
+    pair.sender->wait_for_change(std::chrono::milliseconds{20});
+  }
+  ASSERT_TRUE(pair.sender->wait([](const Record& r) { return r.completed_keys.size() == 1; }));
+  pair.receiver->inspect([&](const Record& r) {
+    EXPECT_EQ(r.received_count, 2U);
+    EXPECT_NE(r.established.back(), peer);
+    EXPECT_EQ(r.received.back().from, r.established.back());
+  });
+}
+
+TEST_P(LibfabricProvider, ClosingAnAcceptedConnectionFromItsOwnCallbackInUnsafeMode) {
+  // UNSAFE receiver: the backend is only used on the loop thread (the test sets it up before the
+  // loop starts). Its data callback closes the connection the first message came from; on the next
+  // connection it checks that an unknown peer throws.
+  NetworkBackend* receiver_backend = nullptr;
+  std::atomic<int> messages_seen{0};
+  std::atomic<bool> unknown_threw{false};
+  std::mutex gate_mutex;
+  std::condition_variable gate_changed;
+  bool both_sent = false;
+  Node::Options receiver_options;
+  receiver_options.start = false;
+  receiver_options.adjust = [](NetworkConfig& config) { config.thread_safety = ThreadSafetyModel::UNSAFE; };
+  receiver_options.on_data = [&](const EndPointAddress& from, std::span<const std::uint8_t>) {
+    if (messages_seen.fetch_add(1) == 0) {
+      // Hold until the sender has sent its second message, then close from inside the callback.
+      std::unique_lock lock{gate_mutex};
+      gate_changed.wait_for(lock, wait_deadline, [&] { return both_sent; });
+      receiver_backend->close_accepted_connection(from);
+      receiver_backend->close_accepted_connection(from); // already ending: still reported once
+    } else {
+      try {
+        receiver_backend->close_accepted_connection(EndPointAddress{test_address(), 1});
+      } catch (const UnknownListenEndpoint&) {
+        unknown_threw = true;
+      }
+    }
+  };
+  Pair pair{GetParam(), receive_params(4096, 4), ConnectionParameters{}, receiver_options};
+  receiver_backend = &pair.receiver->backend();
+  pair.receiver->start();
+  pair.wait_established();
+  NetworkBackend& sender = pair.sender->backend();
+  const std::vector<std::uint8_t> data = pattern(2, 64);
+  ASSERT_EQ(sender.send_data_copy(pair.target, data, {}, 1), NetioStatus::OK);
+  ASSERT_EQ(sender.send_data_copy(pair.target, data, {}, 2), NetioStatus::OK);
+  {
+    const std::lock_guard lock{gate_mutex};
+    both_sent = true;
+  }
+  gate_changed.notify_all();
+  ASSERT_TRUE(pair.receiver->wait([](const Record& r) { return !r.closed.empty(); }));
+  ASSERT_TRUE(pair.sender->wait([](const Record& r) { return !r.closed.empty(); }));
+  const auto extra = [](const Record& r) { return r.closed.size() > 1 || r.received_count > 1; };
+  EXPECT_FALSE(pair.receiver->wait(extra, std::chrono::milliseconds{300}));
+  const EndPointAddress first_peer = pair.receiver->inspect([](const Record& r) {
+    EXPECT_EQ(r.closed.size(), 1U);
+    EXPECT_EQ(r.closed.front().address, r.established.front());
+    EXPECT_EQ(r.received_count, 1U);
+    EXPECT_EQ(r.off_loop_callbacks, 0U);
+    return r.established.front();
+  });
+  pair.sender->inspect([&](const Record& r) {
+    EXPECT_EQ(r.closed.size(), 1U);
+    EXPECT_EQ(r.closed.front().address, pair.target);
+    std::vector<std::uint64_t> pending = r.closed.front().pending_keys;
+    std::sort(pending.begin(), pending.end());
+    EXPECT_EQ(pending, (std::vector<std::uint64_t>{1, 2}));
+    EXPECT_TRUE(r.completed_keys.empty());
+  });
+
+  sender.open_send_endpoint(pair.target, ConnectionParameters{});
+  ASSERT_TRUE(pair.sender->wait([](const Record& r) { return r.established.size() == 2; }));
+  ASSERT_TRUE(pair.receiver->wait([](const Record& r) { return r.established.size() == 2; }));
+  ASSERT_EQ(sender.send_data_copy(pair.target, data, {}, 3), NetioStatus::OK);
+  ASSERT_TRUE(pair.sender->wait([](const Record& r) { return r.completed_keys.size() == 1; }));
+  EXPECT_TRUE(unknown_threw.load());
+  pair.receiver->inspect([&](const Record& r) {
+    EXPECT_EQ(r.received_count, 2U);
+    EXPECT_EQ(r.closed.size(), 1U);
+    EXPECT_NE(r.established.back(), first_peer);
+  });
+}
+
 TEST_P(LibfabricProvider, ConnectingWhereNobodyListensIsRefused) {
   Node listener_node{Node::Options{GetParam()}};
   const EndPointAddress unused =
