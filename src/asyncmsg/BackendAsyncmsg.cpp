@@ -5,6 +5,7 @@
 
 #include <exception>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -14,10 +15,17 @@
 
 namespace netio3::asyncmsg {
 
+namespace {
+
+/// Source of BackendAsyncmsg::m_instance_id.
+std::atomic<std::uint64_t> g_next_instance_id{1};
+
+} // namespace
+
 BackendAsyncmsg::BackendAsyncmsg(const NetworkConfig& config, std::shared_ptr<BaseEventLoop> evloop)
   : NetworkBackend{config, std::move(evloop)}, m_thread_safe{config.thread_safety == ThreadSafetyModel::SAFE},
-    m_use_data_from{static_cast<bool>(config.on_data_from_cb)}, m_map_mutex{m_thread_safe}, m_post_mutex{
-                                                                                                m_thread_safe} {
+    m_use_data_from{static_cast<bool>(config.on_data_from_cb)}, m_map_mutex{m_thread_safe},
+    m_instance_id{g_next_instance_id.fetch_add(1, std::memory_order_relaxed)}, m_post_mutex{m_thread_safe} {
   if (config.mode != NetworkMode::TCP) {
     throw UnsupportedConfiguration("asyncmsg (TCP) backend: network mode " + std::string{to_string(config.mode)} +
                                    " is not supported; use NetworkMode::TCP, or the LIBFABRIC backend for RDMA");
@@ -75,8 +83,13 @@ BackendAsyncmsg::~BackendAsyncmsg() {
       NETIO3_LOG_ERROR("asyncmsg: removing fd {} from the event loop failed: {}", fd, error.what());
     }
   }
-  // The connection and listener objects close their sockets when the last reference goes (some
-  // references may sit in the loop's retired callbacks until its next iteration).
+  // Send sockets are closed now: a thread's remembered lookup (see find_for_send) may keep a
+  // connection object until that thread's next send. Listener and accepted-connection objects
+  // close their sockets when their last reference goes (some references may sit in the loop's
+  // retired callbacks until its next iteration).
+  for (auto& [address, connection] : m_send_endpoints) {
+    connection->fd.reset();
+  }
 }
 
 // --- dispatching ----------------------------------------------------------------------------------
@@ -84,7 +97,9 @@ BackendAsyncmsg::~BackendAsyncmsg() {
 namespace {
 
 /// The backend whose event handler the current thread is running (the loop thread), if any.
-thread_local BackendAsyncmsg* t_dispatching = nullptr;
+/// (initial-exec: read on every send; the default model for a shared library costs a call to
+/// __tls_get_addr per access.)
+thread_local BackendAsyncmsg* t_dispatching __attribute__((tls_model("initial-exec"))) = nullptr;
 
 /// Rounds of inline service per dispatch: completion callbacks that keep sending are handed to
 /// the signal after these, so that one connection cannot keep the loop from its other fds.
@@ -160,7 +175,14 @@ void BackendAsyncmsg::request_service_locked(SendConnection& connection) {
     m_inline_service.push_back(connection.shared_from_this());
     return;
   }
+  m_woken_by_other_thread.store(true, std::memory_order_relaxed);
   hand_to_signal_locked(connection);
+}
+
+void BackendAsyncmsg::note_send() noexcept {
+  if (t_dispatching == this) {
+    m_sent_in_dispatch = true;
+  }
 }
 
 void BackendAsyncmsg::hand_to_signal_locked(SendConnection& connection) {
@@ -174,6 +196,16 @@ void BackendAsyncmsg::hand_to_signal_locked(SendConnection& connection) {
 void BackendAsyncmsg::on_wakeup() {
   if (m_shutting_down.load(std::memory_order_relaxed)) {
     return;
+  }
+  if (m_woken_by_other_thread.exchange(false, std::memory_order_relaxed)) {
+    // An application thread appended to a send queue and woke the loop. When both share this
+    // processor (one core, or a busy machine) the wake-up has just preempted that thread, and
+    // servicing now would write its first message or few alone, again and again: one write, one
+    // wake-up and two context switches per message. Yielding once lets the application go on
+    // appending (its sends see the service request pending and only queue) until it waits or its
+    // time slice ends, and the loop then writes everything in one large batch. When nothing else
+    // is runnable here, the yield returns at once.
+    ::sched_yield();
   }
   const DispatchScope scope{*this};
   m_wakeup_pending.store(false);
@@ -221,29 +253,58 @@ std::shared_ptr<SendConnection> BackendAsyncmsg::find_send_locked(const EndPoint
   return found->second;
 }
 
+namespace {
+
+/// The last data-path lookup of this thread: it holds a reference to the connection, so that a
+/// send needs neither the map lock nor a hash computation while the map is unchanged (see
+/// BackendAsyncmsg::m_map_generation). The reference lasts until the thread's next lookup of
+/// another endpoint (or its exit); sockets are closed by the backend, not by the last reference.
+struct RememberedLookup {
+  std::uint64_t backend{0};
+  std::uint64_t generation{0};
+  std::shared_ptr<SendConnection> connection;
+};
+thread_local RememberedLookup t_last_lookup __attribute__((tls_model("initial-exec")));
+
+} // namespace
+
+SendConnection* BackendAsyncmsg::find_for_send(const EndPointAddress& address) const {
+  RememberedLookup& remembered = t_last_lookup;
+  // A change of the map made before this call (in this thread, or in one this call is ordered
+  // after) is seen here; one racing with the call may be missed, as if the call had come first.
+  if (remembered.backend == m_instance_id &&
+      remembered.generation == m_map_generation.load(std::memory_order_acquire) &&
+      remembered.connection->address == address) {
+    return remembered.connection.get();
+  }
+  const std::shared_lock map_lock{m_map_mutex};
+  const auto found = m_send_endpoints.find(address);
+  if (found == m_send_endpoints.end()) {
+    return nullptr;
+  }
+  remembered.backend = m_instance_id;
+  remembered.generation = m_map_generation.load(std::memory_order_relaxed);
+  remembered.connection = found->second;
+  return found->second.get();
+}
+
 // --- buffers ------------------------------------------------------------------------------------
 
 NetworkBuffer* BackendAsyncmsg::get_buffer(const EndPointAddress& address) {
-  BufferPool* pool = nullptr;
-  {
-    const std::shared_lock map_lock{m_map_mutex};
-    const auto found = m_send_endpoints.find(address);
-    if (found == m_send_endpoints.end()) {
-      throw UnknownSendEndpoint("asyncmsg: get_buffer: no send endpoint to " + address.to_string());
-    }
-    SendConnection& connection = *found->second;
-    if (connection.pool == nullptr) {
-      throw NoBuffersAllocated("asyncmsg: get_buffer: the send endpoint to " + address.to_string() +
-                               " was opened without buffers (num_buf == 0 and no shared send pool)");
-    }
-    const std::lock_guard lock{connection.mutex};
-    if (connection.state != ConnectionState::established || connection.broken || connection.user_closed) {
-      return nullptr;
-    }
-    pool = connection.pool;
-    // The pool lives as long as the connection; the map lock keeps the connection alive here.
-    return pool->acquire();
+  SendConnection* const found = find_for_send(address); // alive until this thread's next lookup
+  if (found == nullptr) {
+    throw UnknownSendEndpoint("asyncmsg: get_buffer: no send endpoint to " + address.to_string());
   }
+  SendConnection& connection = *found;
+  if (connection.pool == nullptr) {
+    throw NoBuffersAllocated("asyncmsg: get_buffer: the send endpoint to " + address.to_string() +
+                             " was opened without buffers (num_buf == 0 and no shared send pool)");
+  }
+  const std::lock_guard lock{connection.mutex};
+  if (connection.state != ConnectionState::established || connection.broken || connection.user_closed) {
+    return nullptr;
+  }
+  return connection.pool->acquire(); // the pool lives as long as the connection
 }
 
 std::size_t BackendAsyncmsg::get_num_available_buffers(const EndPointAddress& address) {

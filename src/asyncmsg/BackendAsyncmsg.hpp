@@ -56,6 +56,9 @@ public:
                                        const ConnectionParametersRecv& connection_params) override;
   void close_send_endpoint(const EndPointAddress& address) override;
   void close_listen_endpoint(const EndPointAddress& address) override;
+  /// Closes the accepted connection from `remote` at once (no more data from it); the closed callback
+  /// follows from the loop. From another thread while the loop runs, the search runs on the loop.
+  void close_accepted_connection(const EndPointAddress& remote) override;
   NetioStatus send_data(const EndPointAddress& address, std::span<std::uint8_t> data,
                         std::span<const std::uint8_t> header_data, std::uint64_t key) override;
   NetioStatus send_data(const EndPointAddress& address, std::span<const iovec> iov,
@@ -114,6 +117,13 @@ private:
   void register_fd(const EventContext& context);
   void unregister_fd(int fd);
   [[nodiscard]] std::shared_ptr<SendConnection> find_send_locked(const EndPointAddress& address) const;
+  /// Data-path lookup: the send connection to `address`, or null. The calling thread keeps a
+  /// reference to it until its next lookup (so the connection stays alive during the call without
+  /// holding the map lock), and finds it again without hashing while the map is unchanged.
+  [[nodiscard]] SendConnection* find_for_send(const EndPointAddress& address) const;
+  /// Called on every change of m_send_endpoints (exclusive map lock held): invalidates the lookups
+  /// that threads remember.
+  void forget_lookup_locked() noexcept { m_map_generation.fetch_add(1, std::memory_order_release); }
   template <typename Callback, typename... Args>
   void invoke(const char* name, const Callback& callback, Args&&... args) noexcept;
 
@@ -138,12 +148,32 @@ private:
   enum class SendMode { copy, zero_copy };
   NetioStatus send_message(const EndPointAddress& address, std::span<const iovec> pieces,
                            std::span<const std::uint8_t> header_data, std::uint64_t key, SendMode mode);
-  /// Writes as much of the queue as the socket takes (loop thread).
-  void flush(SendConnection& connection);
-  /// Pops finished messages: buffers back to their pool, keys to on_send_completed_cb (loop thread).
+  enum class WriteResult {
+    written, ///< all of `outgoing` written, or the bounded number of writes done
+    full,    ///< the socket takes no more: the writable event continues
+    failed,  ///< the connection is broken (logged)
+  };
+  /// Writes as much of the connection's `outgoing` batch as the socket takes (loop thread).
+  WriteResult flush(SendConnection& connection);
+  /// Pops finished messages of `outgoing`: buffers back to their pool, keys to
+  /// on_send_completed_cb (loop thread).
   void deliver_completions(SendConnection& connection);
   void service(SendConnection& connection);
-  void receive(RecvConnection& connection);
+  /// How `receive` ended.
+  enum class ReceiveOutcome {
+    drained, ///< read and delivered everything the socket held
+    pending, ///< stopped after its bounded number of reads; the socket may hold more
+    idle,    ///< the spin-wait found nothing
+    closed,  ///< the connection was closed
+  };
+  /// Readable event of an established receive connection: receive, and wait briefly for more when
+  /// a callback answered (loop thread).
+  void on_data_readable(RecvConnection& connection);
+  /// Reads and delivers what the socket holds. With `spin`, a first read that finds nothing is
+  /// retried, yielding the processor in between, until data arrive or the spin budget is spent.
+  ReceiveOutcome receive(RecvConnection& connection, bool spin);
+  /// Records that a send was accepted (on the loop thread, inside one of our callbacks).
+  void note_send() noexcept;
 
   const bool m_thread_safe;
   /// on_data_from_cb is set (it replaces on_data_cb).
@@ -155,6 +185,15 @@ private:
   std::unordered_map<EndPointAddress, std::shared_ptr<SendConnection>> m_send_endpoints;
   std::unordered_map<EndPointAddress, std::shared_ptr<Listener>> m_listeners;
 
+  /// Each thread remembers its last data-path lookup (callers usually send to one endpoint many
+  /// times in a row, and comparing the address is cheaper than hashing it); the entry is valid
+  /// while the map's generation is unchanged (map nodes stay where they are until erased). Written
+  /// under the exclusive map lock, read under the shared one.
+  std::atomic<std::uint64_t> m_map_generation{0};
+  /// Names this backend in those remembered lookups (the address of a destroyed backend may be
+  /// reused by a new one).
+  const std::uint64_t m_instance_id;
+
   std::unique_ptr<BufferPool> m_shared_send_pool;
 
   // Work handed to the loop: tasks and connections to service, behind one signal.
@@ -164,6 +203,8 @@ private:
   std::vector<std::shared_ptr<SendConnection>> m_service;
   std::vector<std::shared_ptr<SendConnection>> m_service_running; ///< (loop) swapped with m_service
   std::atomic<bool> m_wakeup_pending{false};
+  /// A thread other than the loop's asked for service since the last wake-up (see on_wakeup).
+  std::atomic<bool> m_woken_by_other_thread{false};
   EventSignalHandle m_wakeup;
 
   // Handshake deadlines (loop thread). All use connect_timeout, so the deque is in deadline order.
@@ -181,6 +222,8 @@ private:
 
   // Dispatch state (loop thread): see DispatchScope.
   int m_dispatch_depth{0};
+  /// A callback sent something during the current dispatch (a response to it is then likely).
+  bool m_sent_in_dispatch{false};
   std::vector<std::shared_ptr<SendConnection>> m_inline_service;
   std::vector<std::shared_ptr<SendConnection>> m_inline_running;
 

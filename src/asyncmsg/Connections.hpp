@@ -61,23 +61,48 @@ enum class ConnectionState : std::uint8_t { connecting, handshake, established, 
 /// Threads: `mutex` guards the fields marked (M); they are touched by callers of the public API
 /// (SAFE: any thread) and by the loop thread. Fields marked (L) belong to the loop thread. The
 /// rest is fixed after construction.
+///
+/// Two queues: senders append to `queue` under the mutex; the loop takes a whole batch at once
+/// (swaps `queue` with the empty `outgoing` under the mutex) and then writes it and reports its
+/// completions without the mutex, so that senders and the loop meet once per batch instead of
+/// several times per write. Messages never overtake each other: the loop takes the next batch only
+/// when `outgoing` is completely written and its completions reported, and a sender writes
+/// directly only when both queues are empty and the loop is not working on the connection.
 struct SendConnection : std::enable_shared_from_this<SendConnection> {
   SendConnection(const EndPointAddress& endpoint, int socket_fd, bool thread_safe, std::size_t max_unsent_bytes)
-    : address{endpoint}, fd{socket_fd}, mutex{thread_safe}, queue{max_unsent_bytes} {}
+    : address{endpoint}, fd{socket_fd}, mutex{thread_safe}, queue{max_unsent_bytes}, max_unsent{max_unsent_bytes},
+      outgoing{max_unsent_bytes} {}
+
+  /// True when a message of `bytes` bytes (framing included) fits within the bound on unsent bytes
+  /// now (mutex held). An empty connection always takes one message, so that any message the
+  /// receiver accepts can be sent.
+  [[nodiscard]] bool would_accept(std::size_t bytes) const noexcept {
+    const std::uint64_t in_flight = outgoing_unsent.load(std::memory_order_relaxed);
+    const std::uint64_t unsent = queue.unsent_bytes() + in_flight;
+    return unsent == 0 || unsent + bytes <= max_unsent;
+  }
 
   const EndPointAddress address; ///< as given to open_send_endpoint: named in every callback
   OwnedFd fd;
 
   OptionalMutex mutex;
   ConnectionState state{ConnectionState::connecting}; ///< (M) written by the loop thread only
-  SendQueue queue;                                    ///< (M)
+  SendQueue queue;                                    ///< (M) where senders append
   std::uint64_t peer_limit{0};                        ///< (M) the receiver's largest message
-  bool service_requested{false};                      ///< (M) queued on the backend's service list
+  bool service_requested{false};                      ///< (M) queued on a service list, or being serviced
   bool blocked{false};                                ///< (M) the socket is full: the writable event flushes
   bool broken{false};                                 ///< (M) a write failed: the connection is being closed
   /// close_send_endpoint was called: report nothing but the close. Written under `mutex`; read
   /// without it between completion callbacks.
   std::atomic<bool> user_closed{false};
+  const std::uint64_t max_unsent; ///< NetworkConfig::max_unsent_bytes
+
+  /// (L) the batch the loop is writing (taken from `queue`). On cache lines of its own: the loop
+  /// updates it while senders work on `queue`.
+  alignas(64) SendQueue outgoing;
+  /// Unwritten bytes of `outgoing`: written by the loop, read by senders (mutex held) to keep the
+  /// bound on unsent bytes.
+  alignas(64) std::atomic<std::uint64_t> outgoing_unsent{0};
   /// Keys taken off the queue for delivery but not delivered because the endpoint was closed
   /// meanwhile: reported with the pending keys instead. (L)
   std::vector<std::uint64_t> undelivered_keys;
@@ -111,6 +136,12 @@ struct RecvConnection : std::enable_shared_from_this<RecvConnection> {
   std::size_t hello_received{0};
   /// Created when the handshake succeeds (so that floods of half-open connections cost no buffers).
   std::optional<FrameDecoder> decoder;
+  /// Reads until delayed acknowledgements are asked for again (TCP_QUICKACK = 0 does not last).
+  std::uint32_t reads_until_ack_mode{0};
+  /// Spin-waits for a response in a row that found nothing (see BackendAsyncmsg::on_recv_readable).
+  std::uint32_t spin_misses{0};
+  /// Counts the chances to spin skipped after too many misses; every so often one is taken.
+  std::uint32_t spin_skipped{0};
 };
 
 /// A listen endpoint.

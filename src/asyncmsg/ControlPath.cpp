@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <chrono>
 #include <fcntl.h>
+#include <future>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string>
@@ -143,6 +144,7 @@ void BackendAsyncmsg::open_send_endpoint(const EndPointAddress& address, const C
     }
     connection->immediate_error = error; // reported as refused, from the loop
   }
+  forget_lookup_locked();
   m_send_endpoints.emplace(address, connection);
   post([this, connection] { start_send_connection(connection); });
 }
@@ -305,6 +307,7 @@ void BackendAsyncmsg::close_send_endpoint(const EndPointAddress& address) {
       throw UnknownSendEndpoint("asyncmsg: close_send_endpoint: no send endpoint to " + address.to_string());
     }
     connection = std::move(found->second);
+    forget_lookup_locked();
     m_send_endpoints.erase(found);
   }
   {
@@ -327,13 +330,16 @@ void BackendAsyncmsg::close_send_connection(SendConnection& connection, CloseRea
     closed_by_user = connection.user_closed.load() || reason == CloseReason::user;
     connection.state = ConnectionState::closed;
     pending_keys = std::move(connection.undelivered_keys);
-    connection.queue.drain([&](const Completion& completion) {
+    const auto reclaim = [&](const Completion& completion) {
       if (completion.kind == Completion::Kind::buffer) {
         connection.pool->release(completion.value); // in-flight buffers go back to the pool
       } else {
         pending_keys.push_back(completion.value);
       }
-    });
+    };
+    connection.outgoing.drain(reclaim); // the older batch first: keys in send order
+    connection.queue.drain(reclaim);
+    connection.outgoing_unsent.store(0, std::memory_order_relaxed);
   }
   if (connection.registered) {
     unregister_fd(connection.fd.get());
@@ -345,6 +351,7 @@ void BackendAsyncmsg::close_send_connection(SendConnection& connection, CloseRea
     const std::unique_lock map_lock{m_map_mutex};
     const auto found = m_send_endpoints.find(connection.address);
     if (found != m_send_endpoints.end() && found->second.get() == &connection) {
+      forget_lookup_locked();
       m_send_endpoints.erase(found);
     }
   }
@@ -437,6 +444,55 @@ void BackendAsyncmsg::close_listen_endpoint(const EndPointAddress& address) {
   }
   listener->closing.store(true);
   post([this, listener] { close_listener(*listener); });
+}
+
+void BackendAsyncmsg::close_accepted_connection(const EndPointAddress& remote) {
+  // Accepted connections belong to the loop thread: search and close there (directly when this is
+  // the loop thread or the loop is not running; otherwise the loop does it and this call waits).
+  const auto close_on_loop = [this, remote]() -> bool {
+    std::vector<std::shared_ptr<Listener>> listeners;
+    {
+      const std::shared_lock map_lock{m_map_mutex};
+      for (const auto& [address, listener] : m_listeners) {
+        listeners.push_back(listener);
+      }
+    }
+    for (const auto& listener : listeners) {
+      for (const auto& [raw, connection] : listener->connections) {
+        if (connection->peer != remote || connection->state == ConnectionState::closed) {
+          continue;
+        }
+        const bool was_established = connection->state == ConnectionState::established;
+        close_recv_connection(*connection, false); // erases it from the map: stop iterating now
+        if (was_established) {
+          // The callback never runs inside the call that caused it.
+          post([this, remote] { invoke("on_connection_closed", m_config.on_connection_closed_cb, remote, no_keys); });
+        }
+        return true;
+      }
+    }
+    return false;
+  };
+  bool found = false;
+  if (m_evloop->in_loop_thread() || !m_evloop->is_running()) {
+    found = close_on_loop();
+  } else {
+    auto outcome = std::make_shared<std::promise<bool>>();
+    auto result = outcome->get_future();
+    post([close_on_loop, outcome] {
+      try {
+        outcome->set_value(close_on_loop());
+      } catch (...) {
+        outcome->set_exception(std::current_exception());
+      }
+    });
+    found = result.get();
+  }
+  if (!found) {
+    throw UnknownListenEndpoint(
+        "asyncmsg: close_accepted_connection: no listen endpoint has an accepted connection from " +
+        remote.to_string());
+  }
 }
 
 void BackendAsyncmsg::close_listener(Listener& listener) {
@@ -537,10 +593,10 @@ void BackendAsyncmsg::on_recv_readable(RecvConnection& connection) {
   if (m_shutting_down.load(std::memory_order_relaxed)) {
     return;
   }
-  const DispatchScope scope{*this};
   if (connection.state == ConnectionState::established) {
-    receive(connection);
+    on_data_readable(connection); // opens its own dispatch scopes
   } else if (connection.state == ConnectionState::handshake) {
+    const DispatchScope scope{*this};
     read_hello(connection);
   }
 }

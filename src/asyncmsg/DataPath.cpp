@@ -13,8 +13,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sched.h>
 #include <string>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "asyncmsg/BackendAsyncmsg.hpp"
 #include "core/Resolve.hpp"
@@ -34,9 +40,38 @@ constexpr int max_reads_per_event{4};
 /// Flush-and-complete rounds per service of a connection that keeps getting new messages.
 constexpr int max_service_rounds{4};
 
+/// Spin-wait for a response on a receive connection (see on_recv_readable): how long at most, how
+/// many responses in a row are handled that way before the loop looks at its other fds again, and
+/// after how many fruitless waits in a row the backend stops trying (then it tries once every
+/// `spin_probe_interval` chances, so that it notices when responses become quick again).
+constexpr std::chrono::microseconds spin_budget{20};
+constexpr int max_spin_rounds{64};
+constexpr std::uint32_t max_spin_misses{4};
+constexpr std::uint32_t spin_probe_interval{64};
+/// TCP_QUICKACK = 0 (delayed acknowledgements) lasts until the kernel's delayed-ACK timer fires
+/// once; it is asked for again every this many reads.
+constexpr std::uint32_t delayed_ack_rearm_reads{64};
+
 bool would_block(int error) noexcept {
   return error == EAGAIN || error == EWOULDBLOCK;
 }
+
+/// Asks the kernel to delay the acknowledgements of a receive-only connection (Linux "ping-pong"
+/// mode, TCP_QUICKACK = 0). A connection carries messages one way, so the receiver never has data
+/// for an acknowledgement to ride on; by default Linux then sends a pure ACK from the `recv` that
+/// drains a small segment, which on a request/response exchange over two connections costs kernel
+/// time on both sides of every message. Delayed, about one ACK per two small segments is left
+/// (and bulk transfers still acknowledge every second full segment). The mode ends when the
+/// delayed-ACK timer fires once, so the receive path asks again every so often.
+void request_delayed_acks(int fd) noexcept {
+  const int zero = 0;
+  (void)::setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &zero, sizeof(zero)); // an optimisation only
+}
+
+// The data path calls the kernel through syscall() rather than the libc socket functions: those
+// are thread-cancellation points, and in a multi-threaded process libc brackets each with two
+// atomic updates of the thread's cancellation state, a measurable part of a 64-byte send or
+// receive. The backend never relies on thread cancellation.
 
 ssize_t send_iov(int fd, iovec* iov, std::size_t count) noexcept {
   msghdr message{};
@@ -44,9 +79,25 @@ ssize_t send_iov(int fd, iovec* iov, std::size_t count) noexcept {
   message.msg_iovlen = count;
   ssize_t sent = -1;
   do {
-    sent = ::sendmsg(fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+    sent = ::syscall(SYS_sendmsg, fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
   } while (sent < 0 && errno == EINTR);
   return sent;
+}
+
+ssize_t send_bytes(int fd, const std::uint8_t* data, std::size_t size) noexcept {
+  ssize_t sent = -1;
+  do {
+    sent = ::syscall(SYS_sendto, fd, data, size, MSG_NOSIGNAL | MSG_DONTWAIT, nullptr, 0);
+  } while (sent < 0 && errno == EINTR);
+  return sent;
+}
+
+ssize_t receive_some(int fd, std::span<std::uint8_t> area) noexcept {
+  ssize_t received = -1;
+  do {
+    received = ::syscall(SYS_recvfrom, fd, area.data(), area.size(), MSG_DONTWAIT, nullptr, nullptr);
+  } while (received < 0 && errno == EINTR);
+  return received;
 }
 
 /// Appends a message (frame header, header data, pieces) to `queue`, without its first `skip`
@@ -77,8 +128,10 @@ void enqueue_message(SendQueue& queue, std::span<const std::uint8_t> frame_heade
 
 /// Status of a send on a connection that is not established (yet, or any more).
 NetioStatus unavailable_status(const SendConnection& connection) noexcept {
-  return connection.state == ConnectionState::closed || connection.broken ? NetioStatus::FAILED
-                                                                          : NetioStatus::NO_RESOURCES;
+  return connection.state == ConnectionState::closed || connection.broken ||
+                 connection.user_closed.load(std::memory_order_relaxed)
+             ? NetioStatus::FAILED
+             : NetioStatus::NO_RESOURCES;
 }
 
 } // namespace
@@ -109,13 +162,12 @@ NetioStatus BackendAsyncmsg::send_data_copy(const EndPointAddress& address, std:
 
 NetioStatus BackendAsyncmsg::send_message(const EndPointAddress& address, std::span<const iovec> pieces,
                                           std::span<const std::uint8_t> header_data, std::uint64_t key, SendMode mode) {
-  const std::shared_lock map_lock{m_map_mutex}; // keeps the connection alive during the call
-  const auto found = m_send_endpoints.find(address);
-  if (found == m_send_endpoints.end()) {
+  SendConnection* const found = find_for_send(address); // alive until this thread's next lookup
+  if (found == nullptr) {
     throw UnknownSendEndpoint("asyncmsg: send: no send endpoint to " + address.to_string() +
                               " (never opened, closed, or its connection ended)");
   }
-  SendConnection& connection = *found->second;
+  SendConnection& connection = *found;
   if (header_data.data() == nullptr && !header_data.empty()) {
     return NetioStatus::INVALID_ARGUMENT;
   }
@@ -133,17 +185,18 @@ NetioStatus BackendAsyncmsg::send_message(const EndPointAddress& address, std::s
   }
 
   const std::unique_lock lock{connection.mutex};
-  if (connection.state != ConnectionState::established || connection.broken) {
+  if (connection.state != ConnectionState::established || connection.broken ||
+      connection.user_closed.load(std::memory_order_relaxed)) {
     return unavailable_status(connection);
   }
   if (too_large || payload > connection.peer_limit) {
     return NetioStatus::MESSAGE_TOO_LARGE;
   }
   const std::size_t frame = frame_header_size + payload;
-  SendQueue& queue = connection.queue;
-  if (!queue.would_accept(frame)) {
+  if (!connection.would_accept(frame)) {
     return NetioStatus::NO_RESOURCES;
   }
+  SendQueue& queue = connection.queue;
   std::array<std::uint8_t, frame_header_size> frame_header{};
   encode_frame_header(frame_header.data(), static_cast<std::uint32_t>(payload));
   const bool copy = mode == SendMode::copy;
@@ -178,6 +231,7 @@ NetioStatus BackendAsyncmsg::send_message(const EndPointAddress& address, std::s
     if (written == frame) {
       queue.record_written_message(frame, Completion::Kind::key, key);
       request_service_locked(connection); // its completion is reported from the loop
+      note_send();
       return NetioStatus::OK;
     }
   }
@@ -201,23 +255,24 @@ NetioStatus BackendAsyncmsg::send_message(const EndPointAddress& address, std::s
   if (!connection.blocked) {
     request_service_locked(connection); // else the writable event flushes
   }
+  note_send();
   return NetioStatus::OK;
 }
 
 NetioStatus BackendAsyncmsg::send_buffer(const EndPointAddress& address, NetworkBuffer* buffer) {
-  const std::shared_lock map_lock{m_map_mutex};
-  const auto found = m_send_endpoints.find(address);
-  if (found == m_send_endpoints.end()) {
+  SendConnection* const found = find_for_send(address); // alive until this thread's next lookup
+  if (found == nullptr) {
     throw UnknownSendEndpoint("asyncmsg: send_buffer: no send endpoint to " + address.to_string() +
                               " (never opened, closed, or its connection ended)");
   }
-  SendConnection& connection = *found->second;
+  SendConnection& connection = *found;
   BufferPool* const pool = connection.pool;
   if (pool == nullptr || !pool->owns(buffer)) {
     return NetioStatus::FAILED; // not a buffer of this endpoint's pool
   }
   const std::unique_lock lock{connection.mutex};
-  if (connection.state != ConnectionState::established || connection.broken) {
+  if (connection.state != ConnectionState::established || connection.broken ||
+      connection.user_closed.load(std::memory_order_relaxed)) {
     return unavailable_status(connection);
   }
   const std::size_t payload = buffer->pos();
@@ -225,10 +280,10 @@ NetioStatus BackendAsyncmsg::send_buffer(const EndPointAddress& address, Network
     return NetioStatus::MESSAGE_TOO_LARGE;
   }
   const std::size_t frame = frame_header_size + payload;
-  SendQueue& queue = connection.queue;
-  if (!queue.would_accept(frame)) {
+  if (!connection.would_accept(frame)) {
     return NetioStatus::NO_RESOURCES;
   }
+  SendQueue& queue = connection.queue;
   if (!pool->start_send(*buffer)) {
     return NetioStatus::FAILED; // already being sent (or given back)
   }
@@ -237,10 +292,7 @@ NetioStatus BackendAsyncmsg::send_buffer(const EndPointAddress& address, Network
 
   std::size_t written = 0;
   if (queue.empty() && !connection.service_requested && !connection.blocked) {
-    ssize_t sent = -1;
-    do {
-      sent = ::send(connection.fd.get(), start, frame, MSG_NOSIGNAL | MSG_DONTWAIT);
-    } while (sent < 0 && errno == EINTR);
+    const ssize_t sent = send_bytes(connection.fd.get(), start, frame);
     if (sent < 0 && !would_block(errno)) {
       NETIO3_LOG_INFO("asyncmsg: writing to {} failed: {}", address.to_string(), errno_text(errno));
       pool->cancel_send(index);
@@ -251,6 +303,7 @@ NetioStatus BackendAsyncmsg::send_buffer(const EndPointAddress& address, Network
     written = sent > 0 ? static_cast<std::size_t>(sent) : 0;
     if (written == frame) {
       pool->release(index); // buffered sends report nothing: the buffer is free again
+      note_send();
       return NetioStatus::OK;
     }
   }
@@ -274,6 +327,7 @@ NetioStatus BackendAsyncmsg::send_buffer(const EndPointAddress& address, Network
   if (!connection.blocked) {
     request_service_locked(connection);
   }
+  note_send();
   return NetioStatus::OK;
 }
 
@@ -286,104 +340,118 @@ void BackendAsyncmsg::service(SendConnection& connection) {
   bool broken = false;
   {
     const std::lock_guard lock{connection.mutex};
-    broken = connection.broken && connection.state != ConnectionState::closed;
+    if (connection.state != ConnectionState::established) {
+      return;
+    }
+    broken = connection.broken;
+    // Set while the loop works on the connection (also when called for the writable event), so
+    // that senders neither write directly (which could overtake `outgoing`) nor wake the loop
+    // again: whatever they append is picked up below.
+    connection.service_requested = true;
   }
   if (broken) {
     close_send_connection(connection, CloseReason::lost);
     return;
   }
-  // `service_requested` stays set while the connection is being serviced, so that senders that
-  // append meanwhile do not wake the loop again: whatever they append is picked up below.
   for (int round = 0;; ++round) {
-    flush(connection);
+    SendQueue& outgoing = connection.outgoing;
+    if (outgoing.empty() && !outgoing.has_completions()) {
+      // The previous batch is done: take everything queued since, at once.
+      const std::lock_guard lock{connection.mutex};
+      if (!connection.queue.empty() || connection.queue.has_completions()) {
+        std::swap(connection.queue, outgoing);
+        connection.outgoing_unsent.store(outgoing.unsent_bytes(), std::memory_order_relaxed);
+      }
+    }
+    // Written and completed without the lock: senders keep appending to `queue` meanwhile.
+    const WriteResult written = flush(connection);
+    if (written == WriteResult::failed) {
+      close_send_connection(connection, CloseReason::lost);
+      return;
+    }
     deliver_completions(connection);
+    bool want_write_interest = false;
+    bool again = false;
     {
       const std::lock_guard lock{connection.mutex};
-      if (connection.state == ConnectionState::established && !connection.broken && !connection.blocked &&
-          !connection.queue.empty()) {
-        if (round + 1 < max_service_rounds) {
-          continue; // appended meanwhile: write it now
+      if (connection.state != ConnectionState::established || connection.broken) {
+        // Closed, or a sender's write failed meanwhile. (After close_send_endpoint the loop goes on
+        // writing what was accepted until the close task runs, as senders expect of messages
+        // sent before their last completion was reported.)
+        connection.service_requested = false;
+        broken = connection.broken && connection.state != ConnectionState::closed;
+      } else if (written == WriteResult::full) {
+        // The writable event continues; senders only append meanwhile.
+        connection.blocked = true;
+        connection.service_requested = false;
+        want_write_interest = true;
+      } else {
+        connection.blocked = false;
+        const bool more = !outgoing.empty() || outgoing.has_completions() || !connection.queue.empty() ||
+                          connection.queue.has_completions();
+        if (!more) {
+          connection.service_requested = false;
+        } else if (round + 1 < max_service_rounds) {
+          again = true;
+        } else {
+          // Still more: continue after the loop has looked at its other fds.
+          hand_to_signal_locked(connection);
         }
-        // Still more: continue after the loop has looked at its other fds.
-        hand_to_signal_locked(connection);
-        return;
       }
-      // Done, or the writable event takes over.
-      connection.service_requested = false;
-      broken = connection.broken && connection.state != ConnectionState::closed;
+    }
+    if (connection.registered && connection.write_interest != want_write_interest &&
+        connection.state != ConnectionState::closed) {
+      m_evloop->set_write_interest(connection.fd.get(), want_write_interest);
+      connection.write_interest = want_write_interest;
     }
     if (broken) {
-      close_send_connection(connection, CloseReason::lost); // a sender's write failed meanwhile
+      close_send_connection(connection, CloseReason::lost);
+      return;
     }
-    return;
+    if (!again) {
+      return;
+    }
   }
 }
 
-void BackendAsyncmsg::flush(SendConnection& connection) {
+BackendAsyncmsg::WriteResult BackendAsyncmsg::flush(SendConnection& connection) {
+  SendQueue& outgoing = connection.outgoing;
   const int fd = connection.fd.get();
-  int failure = 0;
-  for (int round = 0; round < max_writes_per_event; ++round) {
+  for (int round = 0; round < max_writes_per_event && !outgoing.empty(); ++round) {
     std::size_t bytes = 0;
-    std::size_t count = 0;
-    {
-      const std::lock_guard lock{connection.mutex};
-      if (connection.state != ConnectionState::established || connection.broken || connection.queue.empty()) {
-        break;
-      }
-      count = connection.queue.gather(m_iov.data(), m_iov.size(), bytes);
-    }
-    // Written without the lock: senders keep appending meanwhile.
+    const std::size_t count = outgoing.gather(m_iov.data(), m_iov.size(), bytes);
     const ssize_t sent = send_iov(fd, m_iov.data(), count);
     const int error = errno;
-    {
-      const std::lock_guard lock{connection.mutex};
-      connection.queue.finish_write(sent > 0 ? static_cast<std::size_t>(sent) : 0);
-    }
+    outgoing.finish_write(sent > 0 ? static_cast<std::size_t>(sent) : 0);
+    connection.outgoing_unsent.store(outgoing.unsent_bytes(), std::memory_order_relaxed);
     if (sent < 0 && !would_block(error)) {
-      failure = error;
-      break;
+      NETIO3_LOG_INFO("asyncmsg: the connection to {} was lost: {}", connection.address.to_string(), errno_text(error));
+      return WriteResult::failed;
     }
     if (sent < 0 || static_cast<std::size_t>(sent) < bytes) {
-      break; // the socket is full: the writable event resumes
+      return WriteResult::full; // the writable event resumes
     }
   }
-  if (failure != 0) {
-    NETIO3_LOG_INFO("asyncmsg: the connection to {} was lost: {}", connection.address.to_string(), errno_text(failure));
-    close_send_connection(connection, CloseReason::lost);
-    return;
-  }
-  bool pending = false;
-  {
-    const std::lock_guard lock{connection.mutex};
-    pending = connection.state == ConnectionState::established && !connection.broken && !connection.queue.empty();
-    connection.blocked = pending; // senders need not request service: the writable event flushes
-  }
-  if (connection.registered && pending != connection.write_interest) {
-    m_evloop->set_write_interest(fd, pending);
-    connection.write_interest = pending;
-  }
+  return WriteResult::written;
 }
 
 void BackendAsyncmsg::deliver_completions(SendConnection& connection) {
-  {
-    const std::lock_guard lock{connection.mutex};
-    if (connection.state == ConnectionState::closed || connection.user_closed.load() ||
-        !connection.queue.has_finished_messages()) {
-      return;
-    }
-    connection.queue.pop_finished([&](const Completion& completion) {
-      if (completion.kind == Completion::Kind::buffer) {
-        connection.pool->release(completion.value);
-      } else {
-        m_completed_keys.push_back(completion.value); // reserved: grows only in the first bursts
-      }
-    });
+  // `outgoing` belongs to the loop: no lock. Its completions come before any in `queue`.
+  if (connection.state == ConnectionState::closed || !connection.outgoing.has_finished_messages()) {
+    return;
   }
+  connection.outgoing.pop_finished([&](const Completion& completion) {
+    if (completion.kind == Completion::Kind::buffer) {
+      connection.pool->release(completion.value);
+    } else {
+      m_completed_keys.push_back(completion.value); // reserved: grows only in the first bursts
+    }
+  });
   const std::size_t count = m_completed_keys.size();
   std::size_t index = 0;
   for (; index < count; ++index) {
     if (connection.user_closed.load(std::memory_order_relaxed)) {
-      break; // closed from a callback: the rest comes with the pending keys
+      break; // closed (from a callback or another thread): the rest comes with the pending keys
     }
     invoke("on_send_completed", m_config.on_send_completed_cb, connection.address, m_completed_keys[index]);
   }
@@ -397,33 +465,86 @@ void BackendAsyncmsg::deliver_completions(SendConnection& connection) {
 
 // --- receiving (loop thread) --------------------------------------------------------------------
 
-void BackendAsyncmsg::receive(RecvConnection& connection) {
+void BackendAsyncmsg::on_data_readable(RecvConnection& connection) {
+  // A request/response exchange: when a callback sent something (the request's response, or the
+  // next request), the peer's answer usually follows within a few microseconds. Waiting for it here
+  // (briefly, see receive) saves the event loop's sleep and wake-up; the replies have been written
+  // by then (the dispatch scope's end services them). Bounded rounds keep the other fds served;
+  // waits that find nothing turn the waiting off until a probe finds it useful again.
+  bool spin = false;
+  for (int round = 0; round < max_spin_rounds; ++round) {
+    ReceiveOutcome outcome = ReceiveOutcome::closed;
+    bool sent = false;
+    {
+      const DispatchScope scope{*this};
+      m_sent_in_dispatch = false;
+      outcome = receive(connection, spin);
+      sent = m_sent_in_dispatch;
+    }
+    if (spin) {
+      connection.spin_misses = outcome == ReceiveOutcome::idle ? connection.spin_misses + 1 : 0;
+    }
+    if (outcome != ReceiveOutcome::drained || !sent || m_shutting_down.load(std::memory_order_relaxed) ||
+        connection.state != ConnectionState::established) {
+      return;
+    }
+    spin = connection.spin_misses < max_spin_misses || ++connection.spin_skipped % spin_probe_interval == 0;
+    if (!spin) {
+      return;
+    }
+  }
+}
+
+BackendAsyncmsg::ReceiveOutcome BackendAsyncmsg::receive(RecvConnection& connection, bool spin) {
   FrameDecoder& decoder = *connection.decoder;
   const int fd = connection.fd.get();
+  if (connection.reads_until_ack_mode == 0) {
+    connection.reads_until_ack_mode = delayed_ack_rearm_reads;
+    request_delayed_acks(fd);
+  }
+  --connection.reads_until_ack_mode;
   for (int round = 0; round < max_reads_per_event; ++round) {
     const std::span<std::uint8_t> area = decoder.receive_area();
     if (area.empty()) {
       NETIO3_LOG_ERROR("asyncmsg: listener {}: no memory to receive a large message from {}; closing",
                        connection.listener->address.to_string(), connection.peer.to_string());
       close_recv_connection(connection, true);
-      return;
+      return ReceiveOutcome::closed;
     }
     ssize_t received = -1;
-    do {
-      received = ::recv(fd, area.data(), area.size(), MSG_DONTWAIT);
-    } while (received < 0 && errno == EINTR);
+    if (spin && round == 0) {
+      // A response to what the callbacks just sent is likely to arrive within microseconds:
+      // waiting for it here saves the event loop's epoll_wait, sleep and wake-up. The processor is
+      // yielded before each attempt: when the peer shares it (the usual placement of a ping-pong
+      // on a small machine, as waking another processor costs more), the peer runs at once and
+      // the first attempt finds its answer; otherwise the yield returns at once.
+      ::sched_yield();
+      received = receive_some(fd, area);
+      if (received < 0 && would_block(errno)) {
+        const auto give_up = std::chrono::steady_clock::now() + spin_budget; // only read when needed
+        do {
+          ::sched_yield();
+          received = receive_some(fd, area);
+        } while (received < 0 && would_block(errno) && std::chrono::steady_clock::now() < give_up);
+        if (received < 0 && would_block(errno)) {
+          return ReceiveOutcome::idle;
+        }
+      }
+    } else {
+      received = receive_some(fd, area);
+    }
     if (received == 0) {
       NETIO3_LOG_DEBUG("asyncmsg: {} closed its connection", connection.peer.to_string());
       close_recv_connection(connection, true);
-      return;
+      return ReceiveOutcome::closed;
     }
     if (received < 0) {
       if (would_block(errno)) {
-        return;
+        return ReceiveOutcome::drained;
       }
       NETIO3_LOG_INFO("asyncmsg: the connection from {} was lost: {}", connection.peer.to_string(), errno_text(errno));
       close_recv_connection(connection, true);
-      return;
+      return ReceiveOutcome::closed;
     }
     const FrameError error =
         decoder.on_received(static_cast<std::size_t>(received), [&](std::span<const std::uint8_t> message) {
@@ -435,7 +556,7 @@ void BackendAsyncmsg::receive(RecvConnection& connection) {
           return connection.state == ConnectionState::established && !m_shutting_down.load(std::memory_order_relaxed);
         });
     if (connection.state != ConnectionState::established) {
-      return;
+      return ReceiveOutcome::closed;
     }
     if (error != FrameError::none) {
       if (error == FrameError::too_large) {
@@ -448,12 +569,15 @@ void BackendAsyncmsg::receive(RecvConnection& connection) {
                            connection.listener->address.to_string(), connection.peer.to_string(), to_string(error));
       }
       close_recv_connection(connection, true);
-      return;
+      return ReceiveOutcome::closed;
     }
     if (static_cast<std::size_t>(received) < area.size()) {
-      return; // drained
+      // Drained: a read that did not fill the area took everything (a further recv would only
+      // return EAGAIN).
+      return ReceiveOutcome::drained;
     }
   }
+  return ReceiveOutcome::pending;
 }
 
 } // namespace netio3::asyncmsg
