@@ -32,7 +32,8 @@ public:
     }
   }
   [[nodiscard]] bool try_lock() noexcept {
-    return !m_enabled || (!m_locked.load(std::memory_order_relaxed) && !m_locked.exchange(true, std::memory_order_acquire));
+    return !m_enabled ||
+           (!m_locked.load(std::memory_order_relaxed) && !m_locked.exchange(true, std::memory_order_acquire));
   }
 
 private:
