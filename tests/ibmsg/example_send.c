@@ -1,4 +1,4 @@
-/* clang-format off: kept in the layout of the original ibmsg examples. */
+// clang-format off
 /*
  * A program in the style of the original ibmsg example "ibmsg-send", kept as the original's users
  * wrote them (plain C99, no additions of this implementation): connect to IP [PORT], send one
