@@ -1,0 +1,137 @@
+// Conformance with many connections: hundreds into one listener, and one backend with many send
+// endpoints.
+
+#include <set>
+
+#include "conformance/ConformanceFixture.hpp"
+
+namespace netio3::conformance {
+namespace {
+
+class Connections : public ConformanceTest {};
+
+// Hundreds of connections into one listener, each from a backend of its own (all on one event
+// loop): a backend may hold one send endpoint per destination, and connections into one listener
+// address always differ in their source port.
+TEST_P(Connections, HundredsOfConnectionsIntoOneListener) {
+  // libfabric's legacy sockets provider starts progress threads for every backend (three each):
+  // hundreds of backends on two cores take minutes, so it gets fewer.
+  const std::size_t connections = under_test().provider == "sockets" ? scaled(40, 8) : count(200, 8);
+  const std::uint64_t per_connection = count(20, 2);
+  constexpr std::size_t max_payload = 1024;
+
+  Node& receiver = make_node();
+  const EndPointAddress listening = receiver.listen(receive_params(max_payload, 4));
+  auto shared_loop = std::make_shared<LoopThread>();
+  std::vector<Node*> senders;
+  for (std::size_t i = 0; i < connections; ++i) {
+    senders.push_back(&make_node({}, shared_loop));
+  }
+  // Half the connections send buffered (a pool per endpoint), half copying.
+  for (std::size_t i = 0; i < connections; ++i) {
+    senders[i]->open_send(listening, send_params(max_payload, i % 2 == 0 ? 0 : 2, nullptr));
+  }
+  for (std::size_t i = 0; i < connections; ++i) {
+    ASSERT_TRUE(senders[i]->wait_established(listening)) << "connection " << i;
+  }
+  std::vector<StreamSender> streams;
+  streams.reserve(connections);
+  for (std::size_t i = 0; i < connections; ++i) {
+    streams.emplace_back(*senders[i], listening, static_cast<std::uint32_t>(1000 + i), std::span<std::uint8_t>{},
+                         max_payload);
+  }
+  for (std::uint64_t seq = 0; seq < per_connection; ++seq) {
+    for (std::size_t i = 0; i < connections; ++i) {
+      const SendMode mode = i % 2 == 0 ? SendMode::CopySpan : SendMode::Buffered;
+      ASSERT_EQ(streams[i].send(mode, (seq * 13U + i) % max_payload), NetioStatus::OK)
+          << "connection " << i << " message " << seq;
+    }
+  }
+  ASSERT_TRUE(receiver.recorder().wait([&](const RecorderState& s) {
+    return s.established.size() >= connections &&
+           std::all_of(streams.begin(), streams.end(), [&](const StreamSender& stream) {
+             return s.stream_progress(stream.stream()) >= per_connection;
+           });
+  })) << "received "
+      << receiver.recorder().inspect([](const RecorderState& s) { return s.messages; }) << " of "
+      << connections * per_connection << " messages on "
+      << receiver.recorder().inspect([](const RecorderState& s) { return s.established.size(); }) << " of "
+      << connections << " connections; data errors:\n"
+      << receiver.recorder().data_errors_text();
+  EXPECT_EQ(receiver.recorder().data_error_count(), 0U) << receiver.recorder().data_errors_text();
+  receiver.recorder().inspect([&](const RecorderState& s) {
+    const std::set<EndPointAddress> distinct(s.established.begin(), s.established.end());
+    EXPECT_EQ(distinct.size(), connections) << "accepted connections must have distinct remote addresses";
+    EXPECT_EQ(s.requests.size(), connections) << "on_connection_request_cb must be asked once per connection";
+    return 0;
+  });
+
+  for (std::size_t i = 0; i < connections; ++i) {
+    senders[i]->backend().close_send_endpoint(listening);
+  }
+  for (std::size_t i = 0; i < connections; ++i) {
+    ASSERT_TRUE(senders[i]->wait_closed(listening)) << "connection " << i;
+  }
+  EXPECT_TRUE(receiver.recorder().wait([&](const RecorderState& s) { return s.closed.size() >= connections; }))
+      << "the receiver reported " << receiver.recorder().inspect([](const RecorderState& s) { return s.closed.size(); })
+      << " of " << connections << " closes";
+}
+
+// One backend with many send endpoints at once (one per receiving backend, all receivers on one
+// loop), every mode on each.
+TEST_P(Connections, OneBackendWithManySendEndpoints) {
+  const std::size_t endpoints = count(50, 4);
+  const std::uint64_t per_endpoint = count(50, 5);
+  constexpr std::size_t max_payload = 2048;
+  auto shared_loop = std::make_shared<LoopThread>();
+  std::vector<Node*> receivers;
+  std::vector<EndPointAddress> destinations;
+  for (std::size_t i = 0; i < endpoints; ++i) {
+    receivers.push_back(&make_node({}, shared_loop));
+    destinations.push_back(receivers.back()->listen(receive_params(max_payload, 4)));
+  }
+  Node& sender = make_node();
+  AlignedMemory& region = make_region(endpoints * 8 * max_payload);
+  std::vector<StreamSender> streams;
+  streams.reserve(endpoints);
+  for (std::size_t i = 0; i < endpoints; ++i) {
+    sender.open_send(destinations[i], send_params(max_payload, 2, &region));
+    streams.emplace_back(sender, destinations[i], static_cast<std::uint32_t>(3000 + i),
+                         region.span().subspan(i * 8 * max_payload, 8 * max_payload), max_payload);
+  }
+  for (std::size_t i = 0; i < endpoints; ++i) {
+    ASSERT_TRUE(sender.wait_established(destinations[i])) << "endpoint " << i << " to " << destinations[i];
+  }
+  for (std::uint64_t seq = 0; seq < per_endpoint; ++seq) {
+    for (std::size_t i = 0; i < endpoints; ++i) {
+      const SendMode mode = all_send_modes[(seq + i) % all_send_modes.size()];
+      ASSERT_EQ(streams[i].send(mode, (seq * 97U + i) % max_payload), NetioStatus::OK)
+          << to_string(mode) << " endpoint " << i << " message " << seq;
+    }
+  }
+  for (std::size_t i = 0; i < endpoints; ++i) {
+    const std::uint32_t stream = streams[i].stream();
+    ASSERT_TRUE(receivers[i]->recorder().wait([&](const RecorderState& s) {
+      return s.stream_progress(stream) >= per_endpoint;
+    })) << "endpoint "
+        << i << ": " << receivers[i]->recorder().data_errors_text();
+    EXPECT_EQ(receivers[i]->recorder().data_error_count(), 0U) << receivers[i]->recorder().data_errors_text();
+  }
+  std::vector<std::uint64_t> zero_copy;
+  std::vector<std::uint64_t> copy;
+  for (const auto& stream : streams) {
+    zero_copy.insert(zero_copy.end(), stream.zero_copy_keys().begin(), stream.zero_copy_keys().end());
+    copy.insert(copy.end(), stream.copy_keys().begin(), stream.copy_keys().end());
+  }
+  ASSERT_TRUE(sender.recorder().wait(
+      [&](const RecorderState& s) { return keys_reported(s) >= zero_copy.size() + copy.size(); }));
+  const auto problems =
+      sender.recorder().inspect([&](const RecorderState& s) { return key_problems(s, zero_copy, copy, false); });
+  EXPECT_TRUE(problems.empty()) << join_lines(problems);
+}
+
+} // namespace
+
+NETIO3_INSTANTIATE_CONFORMANCE(Connections);
+
+} // namespace netio3::conformance
