@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <rdma/fi_errno.h>
 
 #include "core/Logging.hpp"
@@ -38,8 +39,27 @@ std::string select_provider(const NetworkConfig& config) {
   return config.mode == NetworkMode::RDMA ? "verbs" : "tcp";
 }
 
+namespace {
+
+/// Runs once, before the first fi_getinfo of the process (which is when libfabric initialises its
+/// providers and reads their FI_* variables). A value the user set is kept.
+void prepare_provider_environment() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    // The sockets provider peeks for a whole message header in its socket. On loopback a header
+    // can be split so that its first bytes sit at the end of a large skb: with the default 128 KiB
+    // receive buffer that skb alone fills the buffer, the window closes, the rest of the header
+    // never arrives, and the connection stalls for good (seen about 1 copy-mode exchange in 10).
+    // A 4 MiB socket buffer leaves room for the rest of the header.
+    ::setenv("FI_SOCKETS_MAX_BUF_SZ", "4194304", 0);
+  });
+}
+
+} // namespace
+
 InfoPtr get_fabric_info(const std::string& provider, const EndPointAddress& address,
                         const detail::ResolvedAddress& resolved, InfoRole role) {
+  prepare_provider_environment();
   const InfoPtr hints{fi_allocinfo()};
   if (!hints) {
     throw std::runtime_error("fi_allocinfo failed: out of memory");
