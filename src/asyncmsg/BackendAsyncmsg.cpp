@@ -5,7 +5,6 @@
 
 #include <exception>
 #include <fcntl.h>
-#include <sched.h>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -58,6 +57,8 @@ BackendAsyncmsg::BackendAsyncmsg(const NetworkConfig& config, std::shared_ptr<Ba
   m_service_running.reserve(16);
   m_inline_service.reserve(16);
   m_inline_running.reserve(16);
+  m_direct_completions.reserve(16);
+  m_direct_running.reserve(16);
   m_spare_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   m_wakeup = m_evloop->create_signal([this] { on_wakeup(); });
   m_deadline_timer = m_evloop->create_timer([this] { on_deadline_timer(); });
@@ -114,7 +115,8 @@ BackendAsyncmsg::DispatchScope::DispatchScope(BackendAsyncmsg& backend) noexcept
 }
 
 BackendAsyncmsg::DispatchScope::~DispatchScope() {
-  if (--m_backend.m_dispatch_depth == 0 && !m_backend.m_inline_service.empty()) {
+  if (--m_backend.m_dispatch_depth == 0 &&
+      (!m_backend.m_inline_service.empty() || !m_backend.m_direct_completions.empty())) {
     m_backend.run_inline_service();
   }
   t_dispatching = m_previous;
@@ -122,7 +124,12 @@ BackendAsyncmsg::DispatchScope::~DispatchScope() {
 
 void BackendAsyncmsg::run_inline_service() noexcept {
   ++m_dispatch_depth; // sends from the callbacks below queue up here again
-  for (int round = 0; round < max_inline_rounds && !m_inline_service.empty(); ++round) {
+  for (int round = 0; round < max_inline_rounds && (!m_inline_service.empty() || !m_direct_completions.empty());
+       ++round) {
+    if (m_shutting_down.load(std::memory_order_relaxed)) {
+      break;
+    }
+    deliver_direct_completions(); // before any queued completion of the same connections
     m_inline_running.swap(m_inline_service);
     for (const auto& connection : m_inline_running) {
       if (!m_shutting_down.load(std::memory_order_relaxed)) {
@@ -132,6 +139,11 @@ void BackendAsyncmsg::run_inline_service() noexcept {
     m_inline_running.clear();
   }
   --m_dispatch_depth;
+  if (!m_direct_completions.empty()) {
+    // Completion callbacks that keep sending: the rest is reported at the end of the next dispatch
+    // (the signal's, at the latest), after the loop has looked at its other fds.
+    fire_wakeup();
+  }
   if (!m_inline_service.empty()) {
     // Still busy: continue from the signal, after the loop has looked at its other fds.
     try {
@@ -143,6 +155,40 @@ void BackendAsyncmsg::run_inline_service() noexcept {
     m_inline_service.clear();
     fire_wakeup();
   }
+}
+
+void BackendAsyncmsg::deliver_direct_completions() noexcept {
+  if (m_delivering_direct || m_direct_completions.empty()) {
+    return;
+  }
+  m_delivering_direct = true;
+  m_direct_running.swap(m_direct_completions);
+  for (const DirectCompletion& entry : m_direct_running) {
+    SendConnection* const connection = entry.connection;
+    if (connection == nullptr) {
+      continue; // closed meanwhile: reported with its pending keys
+    }
+    if (connection->user_closed.load(std::memory_order_relaxed)) {
+      try {
+        connection->undelivered_keys.push_back(entry.key); // reported with the pending keys
+      } catch (const std::bad_alloc&) {
+        NETIO3_LOG_ERROR("asyncmsg: no memory to keep the completion of key {} to {}; it is lost", entry.key,
+                         connection->address.to_string());
+      }
+      continue;
+    }
+    invoke("on_send_completed", m_config.on_send_completed_cb, connection->address, entry.key);
+  }
+  // Only now may sends write at once again: what the completion callbacks above sent is queued and
+  // leaves in one batch.
+  for (const DirectCompletion& entry : m_direct_running) {
+    if (entry.connection != nullptr) {
+      const std::lock_guard lock{entry.connection->mutex};
+      entry.connection->wrote_directly = false;
+    }
+  }
+  m_direct_running.clear();
+  m_delivering_direct = false;
 }
 
 // --- posting work to the loop -------------------------------------------------------------------
@@ -175,8 +221,11 @@ void BackendAsyncmsg::request_service_locked(SendConnection& connection) {
     m_inline_service.push_back(connection.shared_from_this());
     return;
   }
-  m_woken_by_other_thread.store(true, std::memory_order_relaxed);
   hand_to_signal_locked(connection);
+}
+
+bool BackendAsyncmsg::in_dispatch() const noexcept {
+  return t_dispatching == this;
 }
 
 void BackendAsyncmsg::note_send() noexcept {
@@ -196,16 +245,6 @@ void BackendAsyncmsg::hand_to_signal_locked(SendConnection& connection) {
 void BackendAsyncmsg::on_wakeup() {
   if (m_shutting_down.load(std::memory_order_relaxed)) {
     return;
-  }
-  if (m_woken_by_other_thread.exchange(false, std::memory_order_relaxed)) {
-    // An application thread appended to a send queue and woke the loop. When both share this
-    // processor (one core, or a busy machine) the wake-up has just preempted that thread, and
-    // servicing now would write its first message or few alone, again and again: one write, one
-    // wake-up and two context switches per message. Yielding once lets the application go on
-    // appending (its sends see the service request pending and only queue) until it waits or its
-    // time slice ends, and the loop then writes everything in one large batch. When nothing else
-    // is runnable here, the yield returns at once.
-    ::sched_yield();
   }
   const DispatchScope scope{*this};
   m_wakeup_pending.store(false);
@@ -259,12 +298,14 @@ namespace {
 /// send needs neither the map lock nor a hash computation while the map is unchanged (see
 /// BackendAsyncmsg::m_map_generation). The reference lasts until the thread's next lookup of
 /// another endpoint (or its exit); sockets are closed by the backend, not by the last reference.
+/// The fast path reads only the plain part (no thread-local initialisation check).
 struct RememberedLookup {
   std::uint64_t backend{0};
   std::uint64_t generation{0};
-  std::shared_ptr<SendConnection> connection;
+  SendConnection* connection{nullptr};
 };
 thread_local RememberedLookup t_last_lookup __attribute__((tls_model("initial-exec")));
+thread_local std::shared_ptr<SendConnection> t_last_lookup_owner;
 
 } // namespace
 
@@ -273,19 +314,20 @@ SendConnection* BackendAsyncmsg::find_for_send(const EndPointAddress& address) c
   // A change of the map made before this call (in this thread, or in one this call is ordered
   // after) is seen here; one racing with the call may be missed, as if the call had come first.
   if (remembered.backend == m_instance_id &&
-      remembered.generation == m_map_generation.load(std::memory_order_acquire) &&
-      remembered.connection->address == address) {
-    return remembered.connection.get();
+      remembered.generation == m_map_generation.load(std::memory_order_acquire)) {
+    const EndPointAddress& known = remembered.connection->address;
+    if (known.port() == address.port() && known.address() == address.address()) {
+      return remembered.connection;
+    }
   }
   const std::shared_lock map_lock{m_map_mutex};
   const auto found = m_send_endpoints.find(address);
   if (found == m_send_endpoints.end()) {
     return nullptr;
   }
-  remembered.backend = m_instance_id;
-  remembered.generation = m_map_generation.load(std::memory_order_relaxed);
-  remembered.connection = found->second;
-  return found->second.get();
+  t_last_lookup_owner = found->second;
+  remembered = RememberedLookup{m_instance_id, m_map_generation.load(std::memory_order_relaxed), found->second.get()};
+  return remembered.connection;
 }
 
 // --- buffers ------------------------------------------------------------------------------------

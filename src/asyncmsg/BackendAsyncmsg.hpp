@@ -106,6 +106,8 @@ private:
   // --- machinery (BackendAsyncmsg.cpp) ---
   /// Services the connections that asked for it during the dispatch that just ended (loop thread).
   void run_inline_service() noexcept;
+  /// Reports the keys of m_direct_completions (loop thread).
+  void deliver_direct_completions() noexcept;
   /// Runs `task` on the loop thread, from the loop (never inside the calling public function).
   void post(std::function<void()> task);
   /// Puts `connection` on the service list (flush + completions on the loop). Its mutex is held.
@@ -174,6 +176,8 @@ private:
   ReceiveOutcome receive(RecvConnection& connection, bool spin);
   /// Records that a send was accepted (on the loop thread, inside one of our callbacks).
   void note_send() noexcept;
+  /// True on the loop thread inside one of this backend's event handlers.
+  [[nodiscard]] bool in_dispatch() const noexcept;
 
   const bool m_thread_safe;
   /// on_data_from_cb is set (it replaces on_data_cb).
@@ -203,8 +207,6 @@ private:
   std::vector<std::shared_ptr<SendConnection>> m_service;
   std::vector<std::shared_ptr<SendConnection>> m_service_running; ///< (loop) swapped with m_service
   std::atomic<bool> m_wakeup_pending{false};
-  /// A thread other than the loop's asked for service since the last wake-up (see on_wakeup).
-  std::atomic<bool> m_woken_by_other_thread{false};
   EventSignalHandle m_wakeup;
 
   // Handshake deadlines (loop thread). All use connect_timeout, so the deque is in deadline order.
@@ -222,6 +224,18 @@ private:
 
   // Dispatch state (loop thread): see DispatchScope.
   int m_dispatch_depth{0};
+  /// A message a send from inside one of our callbacks wrote completely at once: its key is
+  /// reported when the dispatch ends, without a trip through the connection's queue (the common
+  /// case of a reply from on_data_cb). Such a message never has older unreported messages of its
+  /// connection, and every delivery of queued completions first reports these, so the order per
+  /// connection holds. A closing connection takes its entries (they go with its pending keys).
+  struct DirectCompletion {
+    SendConnection* connection; ///< null once the connection was closed
+    std::uint64_t key;
+  };
+  std::vector<DirectCompletion> m_direct_completions;
+  std::vector<DirectCompletion> m_direct_running; ///< (loop) swapped with m_direct_completions
+  bool m_delivering_direct{false};
   /// A callback sent something during the current dispatch (a response to it is then likely).
   bool m_sent_in_dispatch{false};
   std::vector<std::shared_ptr<SendConnection>> m_inline_service;

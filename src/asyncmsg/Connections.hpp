@@ -70,15 +70,23 @@ enum class ConnectionState : std::uint8_t { connecting, handshake, established, 
 /// directly only when both queues are empty and the loop is not working on the connection.
 struct SendConnection : std::enable_shared_from_this<SendConnection> {
   SendConnection(const EndPointAddress& endpoint, int socket_fd, bool thread_safe, std::size_t max_unsent_bytes)
-    : address{endpoint}, fd{socket_fd}, mutex{thread_safe}, queue{max_unsent_bytes}, max_unsent{max_unsent_bytes},
-      outgoing{max_unsent_bytes} {}
+    : address{endpoint}, fd{socket_fd}, mutex{thread_safe}, max_unsent{max_unsent_bytes},
+      queues{{AlignedQueue{SendQueue{max_unsent_bytes}}, AlignedQueue{SendQueue{max_unsent_bytes}}}} {}
+
+  /// (M) where senders append.
+  [[nodiscard]] SendQueue& queue() noexcept { return queues[incoming].queue; }
+  [[nodiscard]] const SendQueue& queue() const noexcept { return queues[incoming].queue; }
+  /// (L) the batch the loop is writing.
+  [[nodiscard]] SendQueue& outgoing() noexcept { return queues[incoming ^ 1U].queue; }
+  /// (loop thread, mutex held) `outgoing` is done: the messages queued since become the next batch.
+  void take_batch() noexcept { incoming ^= 1U; }
 
   /// True when a message of `bytes` bytes (framing included) fits within the bound on unsent bytes
   /// now (mutex held). An empty connection always takes one message, so that any message the
   /// receiver accepts can be sent.
   [[nodiscard]] bool would_accept(std::size_t bytes) const noexcept {
     const std::uint64_t in_flight = outgoing_unsent.load(std::memory_order_relaxed);
-    const std::uint64_t unsent = queue.unsent_bytes() + in_flight;
+    const std::uint64_t unsent = queue().unsent_bytes() + in_flight;
     return unsent == 0 || unsent + bytes <= max_unsent;
   }
 
@@ -87,19 +95,28 @@ struct SendConnection : std::enable_shared_from_this<SendConnection> {
 
   OptionalMutex mutex;
   ConnectionState state{ConnectionState::connecting}; ///< (M) written by the loop thread only
-  SendQueue queue;                                    ///< (M) where senders append
   std::uint64_t peer_limit{0};                        ///< (M) the receiver's largest message
   bool service_requested{false};                      ///< (M) queued on a service list, or being serviced
   bool blocked{false};                                ///< (M) the socket is full: the writable event flushes
   bool broken{false};                                 ///< (M) a write failed: the connection is being closed
+  /// (M) a send from inside one of our callbacks wrote a message at once and its completion is not
+  /// reported yet: later sends queue behind it, so that a burst sent from callbacks leaves in one
+  /// batch (one write), not one write per message.
+  bool wrote_directly{false};
   /// close_send_endpoint was called: report nothing but the close. Written under `mutex`; read
   /// without it between completion callbacks.
   std::atomic<bool> user_closed{false};
   const std::uint64_t max_unsent; ///< NetworkConfig::max_unsent_bytes
 
-  /// (L) the batch the loop is writing (taken from `queue`). On cache lines of its own: the loop
-  /// updates it while senders work on `queue`.
-  alignas(64) SendQueue outgoing;
+  /// Which of `queues` senders append to (M; written by the loop thread only, so the loop reads it
+  /// without the mutex).
+  unsigned incoming{0};
+  /// The two queues, each on cache lines of its own: the loop updates `outgoing` while senders work
+  /// on `queue`. Switching them is flipping `incoming`.
+  struct alignas(64) AlignedQueue {
+    SendQueue queue;
+  };
+  std::array<AlignedQueue, 2> queues;
   /// Unwritten bytes of `outgoing`: written by the loop, read by senders (mutex held) to keep the
   /// bound on unsent bytes.
   alignas(64) std::atomic<std::uint64_t> outgoing_unsent{0};
@@ -138,7 +155,7 @@ struct RecvConnection : std::enable_shared_from_this<RecvConnection> {
   std::optional<FrameDecoder> decoder;
   /// Reads until delayed acknowledgements are asked for again (TCP_QUICKACK = 0 does not last).
   std::uint32_t reads_until_ack_mode{0};
-  /// Spin-waits for a response in a row that found nothing (see BackendAsyncmsg::on_recv_readable).
+  /// Spin-waits for a response in a row that found nothing (see BackendAsyncmsg::on_data_readable).
   std::uint32_t spin_misses{0};
   /// Counts the chances to spin skipped after too many misses; every so often one is taken.
   std::uint32_t spin_skipped{0};

@@ -330,6 +330,15 @@ void BackendAsyncmsg::close_send_connection(SendConnection& connection, CloseRea
     closed_by_user = connection.user_closed.load() || reason == CloseReason::user;
     connection.state = ConnectionState::closed;
     pending_keys = std::move(connection.undelivered_keys);
+    // Directly written messages not reported yet come next (nothing queued is older).
+    for (auto* list : {&m_direct_running, &m_direct_completions}) {
+      for (DirectCompletion& entry : *list) {
+        if (entry.connection == &connection) {
+          pending_keys.push_back(entry.key);
+          entry.connection = nullptr;
+        }
+      }
+    }
     const auto reclaim = [&](const Completion& completion) {
       if (completion.kind == Completion::Kind::buffer) {
         connection.pool->release(completion.value); // in-flight buffers go back to the pool
@@ -337,8 +346,8 @@ void BackendAsyncmsg::close_send_connection(SendConnection& connection, CloseRea
         pending_keys.push_back(completion.value);
       }
     };
-    connection.outgoing.drain(reclaim); // the older batch first: keys in send order
-    connection.queue.drain(reclaim);
+    connection.outgoing().drain(reclaim); // the older batch first: keys in send order
+    connection.queue().drain(reclaim);
     connection.outgoing_unsent.store(0, std::memory_order_relaxed);
   }
   if (connection.registered) {
@@ -477,15 +486,30 @@ void BackendAsyncmsg::close_accepted_connection(const EndPointAddress& remote) {
   if (m_evloop->in_loop_thread() || !m_evloop->is_running()) {
     found = close_on_loop();
   } else {
-    auto outcome = std::make_shared<std::promise<bool>>();
-    auto result = outcome->get_future();
-    post([close_on_loop, outcome] {
-      try {
-        outcome->set_value(close_on_loop());
-      } catch (...) {
-        outcome->set_exception(std::current_exception());
+    // Whoever claims the task runs it: normally the loop; this thread if the loop stopped before
+    // it got to the task (a stopped loop runs nothing, and waiting for it would never end).
+    struct Handover {
+      std::atomic<bool> claimed{false};
+      std::promise<bool> outcome;
+    };
+    const auto handover = std::make_shared<Handover>();
+    const auto run = [close_on_loop, handover] {
+      if (handover->claimed.exchange(true)) {
+        return;
       }
-    });
+      try {
+        handover->outcome.set_value(close_on_loop());
+      } catch (...) {
+        handover->outcome.set_exception(std::current_exception());
+      }
+    };
+    auto result = handover->outcome.get_future();
+    post(run);
+    while (result.wait_for(std::chrono::milliseconds{10}) != std::future_status::ready) {
+      if (!m_evloop->is_running()) {
+        run();
+      }
+    }
     found = result.get();
   }
   if (!found) {

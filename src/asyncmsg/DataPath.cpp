@@ -1,15 +1,17 @@
-// BackendAsyncmsg, data path: sends (copying, zero-copy, buffered), writing the send queue,
-// completions, and receiving.
+// BackendAsyncmsg, data path: sends (copying, zero-copy, buffered), writing the send queues,
+// completions, and receiving. Design and measurements: docs/tcp-backend.md.
 //
-// Sending: a message sent while nothing is queued for its connection (and no flush is pending) is
-// written at once from the calling thread with one `sendmsg`, straight from the caller's memory:
-// the lowest latency. Otherwise it is appended to the connection's queue and the loop writes
-// everything queued with one `sendmsg` of many iovecs: the highest throughput. A burst therefore
-// costs one system call for the first message and one per batch after it. Completions are always
-// reported from the loop, batched.
+// Sending: a message sent while nothing is queued for its connection (and the loop is not working
+// on it) is written at once from the calling thread with one system call, straight from the
+// caller's memory: the lowest latency. Otherwise it is appended to the connection's queue; the
+// loop takes everything queued as one batch (a pointer flip under the connection's lock) and
+// writes it with `sendmsg` of many iovecs without the lock, so that senders and the loop meet once
+// per batch. Completions are always reported from the loop, batched; those of messages written at
+// once from inside our own callbacks when the callback's event ends.
 //
 // Receiving: one `recv` into the connection's read buffer, then every complete message is handed
-// to the data callback straight from that buffer.
+// to the data callback straight from that buffer. When a callback answered, the loop waits briefly
+// on that connection for the peer's next message instead of going back to epoll_wait.
 
 #include <algorithm>
 #include <cerrno>
@@ -34,13 +36,15 @@ using detail::errno_text;
 /// Messages of at most this many pieces may be written directly from the send call (the iovec
 /// array lives on the stack); larger ones always go through the queue.
 constexpr std::size_t max_direct_pieces{30};
+/// Directly written frames up to this size are assembled in one buffer on the stack.
+constexpr std::size_t small_frame_size{512};
 /// Bounded work per event, so that one busy connection does not starve the others.
 constexpr int max_writes_per_event{8};
 constexpr int max_reads_per_event{4};
 /// Flush-and-complete rounds per service of a connection that keeps getting new messages.
 constexpr int max_service_rounds{4};
 
-/// Spin-wait for a response on a receive connection (see on_recv_readable): how long at most, how
+/// Spin-wait for a response on a receive connection (see on_data_readable): how long at most, how
 /// many responses in a row are handled that way before the loop looks at its other fds again, and
 /// after how many fruitless waits in a row the backend stops trying (then it tries once every
 /// `spin_probe_interval` chances, so that it notices when responses become quick again).
@@ -60,9 +64,10 @@ bool would_block(int error) noexcept {
 /// mode, TCP_QUICKACK = 0). A connection carries messages one way, so the receiver never has data
 /// for an acknowledgement to ride on; by default Linux then sends a pure ACK from the `recv` that
 /// drains a small segment, which on a request/response exchange over two connections costs kernel
-/// time on both sides of every message. Delayed, about one ACK per two small segments is left
-/// (and bulk transfers still acknowledge every second full segment). The mode ends when the
-/// delayed-ACK timer fires once, so the receive path asks again every so often.
+/// time on both sides of every message. Delayed, one ACK per two small segments is left (a 64-byte
+/// ping-pong: 3 segments per round trip instead of 3.4 to 4; bulk transfers still acknowledge
+/// every second full segment). The mode ends when the delayed-ACK timer fires once, so the
+/// receive path asks again every so often.
 void request_delayed_acks(int fd) noexcept {
   const int zero = 0;
   (void)::setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &zero, sizeof(zero)); // an optimisation only
@@ -196,31 +201,52 @@ NetioStatus BackendAsyncmsg::send_message(const EndPointAddress& address, std::s
   if (!connection.would_accept(frame)) {
     return NetioStatus::NO_RESOURCES;
   }
-  SendQueue& queue = connection.queue;
+  SendQueue& queue = connection.queue();
   std::array<std::uint8_t, frame_header_size> frame_header{};
   encode_frame_header(frame_header.data(), static_cast<std::uint32_t>(payload));
   const bool copy = mode == SendMode::copy;
 
   std::size_t written = 0;
-  if (queue.empty() && !connection.service_requested && !connection.blocked && pieces.size() <= max_direct_pieces) {
+  if (queue.empty() && !connection.service_requested && !connection.blocked && !connection.wrote_directly &&
+      pieces.size() <= max_direct_pieces) {
     // Nothing ahead of this message: write it now, from where it is.
+    const bool inside_dispatch = in_dispatch();
     try {
-      queue.reserve(0, 0); // room for its completion record
+      // Room for its completion record, so that nothing can fail once it is on the wire.
+      if (inside_dispatch) {
+        if (m_direct_completions.size() == m_direct_completions.capacity()) {
+          m_direct_completions.reserve(2 * m_direct_completions.capacity() + 16);
+        }
+      } else {
+        queue.reserve(0, 0);
+      }
     } catch (const std::bad_alloc&) {
       return NetioStatus::NO_RESOURCES;
     }
-    std::array<iovec, max_direct_pieces + 2> iov{};
-    std::size_t count = 0;
-    iov[count++] = iovec{frame_header.data(), frame_header.size()};
-    if (!header_data.empty()) {
-      iov[count++] = iovec{const_cast<std::uint8_t*>(header_data.data()), header_data.size()};
-    }
-    for (const iovec& piece : pieces) {
-      if (piece.iov_len != 0) {
-        iov[count++] = piece;
+    ssize_t sent = -1;
+    if (frame <= small_frame_size) {
+      // Small: one contiguous buffer and `sendto` cost the kernel less than an iovec array.
+      std::array<std::uint8_t, small_frame_size> bytes;
+      std::uint8_t* end = std::copy(frame_header.begin(), frame_header.end(), bytes.data());
+      end = std::copy(header_data.begin(), header_data.end(), end);
+      for (const iovec& piece : pieces) {
+        end = std::copy_n(static_cast<const std::uint8_t*>(piece.iov_base), piece.iov_len, end);
       }
+      sent = send_bytes(connection.fd.get(), bytes.data(), frame);
+    } else {
+      std::array<iovec, max_direct_pieces + 2> iov{};
+      std::size_t count = 0;
+      iov[count++] = iovec{frame_header.data(), frame_header.size()};
+      if (!header_data.empty()) {
+        iov[count++] = iovec{const_cast<std::uint8_t*>(header_data.data()), header_data.size()};
+      }
+      for (const iovec& piece : pieces) {
+        if (piece.iov_len != 0) {
+          iov[count++] = piece;
+        }
+      }
+      sent = send_iov(connection.fd.get(), iov.data(), count);
     }
-    const ssize_t sent = send_iov(connection.fd.get(), iov.data(), count);
     if (sent < 0 && !would_block(errno)) {
       NETIO3_LOG_INFO("asyncmsg: writing to {} failed: {}", address.to_string(), errno_text(errno));
       connection.broken = true;
@@ -229,9 +255,14 @@ NetioStatus BackendAsyncmsg::send_message(const EndPointAddress& address, std::s
     }
     written = sent > 0 ? static_cast<std::size_t>(sent) : 0;
     if (written == frame) {
-      queue.record_written_message(frame, Completion::Kind::key, key);
-      request_service_locked(connection); // its completion is reported from the loop
-      note_send();
+      if (inside_dispatch) {
+        m_direct_completions.push_back(DirectCompletion{&connection, key}); // reported when the dispatch ends
+        connection.wrote_directly = true;
+        m_sent_in_dispatch = true;
+      } else {
+        queue.record_written_message(frame, Completion::Kind::key, key);
+        request_service_locked(connection); // its completion is reported from the loop
+      }
       return NetioStatus::OK;
     }
   }
@@ -283,7 +314,7 @@ NetioStatus BackendAsyncmsg::send_buffer(const EndPointAddress& address, Network
   if (!connection.would_accept(frame)) {
     return NetioStatus::NO_RESOURCES;
   }
-  SendQueue& queue = connection.queue;
+  SendQueue& queue = connection.queue();
   if (!pool->start_send(*buffer)) {
     return NetioStatus::FAILED; // already being sent (or given back)
   }
@@ -354,13 +385,12 @@ void BackendAsyncmsg::service(SendConnection& connection) {
     return;
   }
   for (int round = 0;; ++round) {
-    SendQueue& outgoing = connection.outgoing;
-    if (outgoing.empty() && !outgoing.has_completions()) {
+    if (connection.outgoing().empty() && !connection.outgoing().has_completions()) {
       // The previous batch is done: take everything queued since, at once.
       const std::lock_guard lock{connection.mutex};
-      if (!connection.queue.empty() || connection.queue.has_completions()) {
-        std::swap(connection.queue, outgoing);
-        connection.outgoing_unsent.store(outgoing.unsent_bytes(), std::memory_order_relaxed);
+      if (!connection.queue().empty() || connection.queue().has_completions()) {
+        connection.take_batch();
+        connection.outgoing_unsent.store(connection.outgoing().unsent_bytes(), std::memory_order_relaxed);
       }
     }
     // Written and completed without the lock: senders keep appending to `queue` meanwhile.
@@ -387,8 +417,9 @@ void BackendAsyncmsg::service(SendConnection& connection) {
         want_write_interest = true;
       } else {
         connection.blocked = false;
-        const bool more = !outgoing.empty() || outgoing.has_completions() || !connection.queue.empty() ||
-                          connection.queue.has_completions();
+        const SendQueue& outgoing = connection.outgoing();
+        const bool more = !outgoing.empty() || outgoing.has_completions() || !connection.queue().empty() ||
+                          connection.queue().has_completions();
         if (!more) {
           connection.service_requested = false;
         } else if (round + 1 < max_service_rounds) {
@@ -415,7 +446,7 @@ void BackendAsyncmsg::service(SendConnection& connection) {
 }
 
 BackendAsyncmsg::WriteResult BackendAsyncmsg::flush(SendConnection& connection) {
-  SendQueue& outgoing = connection.outgoing;
+  SendQueue& outgoing = connection.outgoing();
   const int fd = connection.fd.get();
   for (int round = 0; round < max_writes_per_event && !outgoing.empty(); ++round) {
     std::size_t bytes = 0;
@@ -436,11 +467,13 @@ BackendAsyncmsg::WriteResult BackendAsyncmsg::flush(SendConnection& connection) 
 }
 
 void BackendAsyncmsg::deliver_completions(SendConnection& connection) {
+  deliver_direct_completions(); // older than any queued completion of their connections
   // `outgoing` belongs to the loop: no lock. Its completions come before any in `queue`.
-  if (connection.state == ConnectionState::closed || !connection.outgoing.has_finished_messages()) {
+  SendQueue& outgoing = connection.outgoing();
+  if (connection.state == ConnectionState::closed || !outgoing.has_finished_messages()) {
     return;
   }
-  connection.outgoing.pop_finished([&](const Completion& completion) {
+  outgoing.pop_finished([&](const Completion& completion) {
     if (completion.kind == Completion::Kind::buffer) {
       connection.pool->release(completion.value);
     } else {

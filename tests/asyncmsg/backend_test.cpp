@@ -456,6 +456,59 @@ TEST(AsyncmsgBackend, PeerHangUpReturnsPendingKeys) {
   EXPECT_THROW((void)sender->send_data(address, std::span<std::uint8_t>{region}, {}, 999), UnknownSendEndpoint);
 }
 
+// Dead-peer detection (NetworkConfig::peer_timeout) on loopback: a vanished peer cannot be played
+// here (the kernel answers keepalive probes and acknowledges data for any live socket; link cuts
+// are tested with network namespaces in tests/faults/). What loopback can show is the other half of
+// TCP_USER_TIMEOUT: a receiver whose window stays closed (it stopped reading) for longer than
+// peer_timeout is given up by the kernel, and the backend reports the connection closed with every
+// pending key. Without the option the kernel would probe the closed window forever.
+TEST(AsyncmsgBackend, ReceiverThatStopsReadingIsDroppedAfterThePeerTimeout) {
+  LoopThread loop;
+  Events events;
+  NetworkConfig config = recording_config(events, loop.loop());
+  config.peer_timeout = std::chrono::milliseconds{1000};
+  config.max_unsent_bytes = std::size_t{256} << 10U;
+  auto sender = NetworkBackend::create(NetworkType::ASYNCMSG, config, loop.loop());
+  SilentReceiver silent;
+  const EndPointAddress address{localhost, silent.listener.port()};
+  sender->open_send_endpoint(address, {});
+  silent.accept_and_handshake(std::uint64_t{1} << 20U);
+  ASSERT_TRUE(events.wait([&] { return events.established.size() == 1; }));
+  // Fill the kernel buffers and the send queue.
+  const auto message = pattern(16 << 10, 9);
+  std::set<std::uint64_t> accepted;
+  int no_resources = 0;
+  for (std::uint64_t key = 0; no_resources < 20 && key < 100000; ++key) {
+    const NetioStatus status = sender->send_data_copy(address, std::span<const std::uint8_t>{message}, {}, key);
+    if (status == NetioStatus::OK) {
+      accepted.insert(key);
+      no_resources = 0;
+    } else {
+      ASSERT_EQ(status, NetioStatus::NO_RESOURCES);
+      ++no_resources;
+      std::this_thread::sleep_for(std::chrono::milliseconds{1});
+    }
+  }
+  ASSERT_EQ(no_resources, 20) << "the queue never filled up";
+  // The receiver keeps its socket open and never reads: only the user timeout ends the connection.
+  ASSERT_TRUE(events.wait([&] { return events.closed.size() == 1; })) << "the stalled connection was never dropped";
+  EXPECT_EQ(events.closed.front().first, address);
+  EXPECT_FALSE(events.closed.front().second.empty()) << "queued messages were never written: their keys are pending";
+  std::map<std::uint64_t, int> seen;
+  for (const auto& [where, key] : events.completed) {
+    ++seen[key];
+  }
+  for (const std::uint64_t key : events.closed.front().second) {
+    ++seen[key];
+  }
+  EXPECT_EQ(seen.size(), accepted.size());
+  for (const auto& [key, count] : seen) {
+    EXPECT_EQ(count, 1) << "key " << key;
+  }
+  EXPECT_THROW((void)sender->send_data_copy(address, std::span<const std::uint8_t>{message}, {}, 0),
+               UnknownSendEndpoint);
+}
+
 TEST(AsyncmsgBackend, ProtocolVersionMismatchIsRefused) {
   LoopThread loop;
   Events events;
@@ -604,6 +657,97 @@ TEST(AsyncmsgBackend, ClosingAListenerClosesItsConnections) {
   // The senders see their peer go.
   ASSERT_TRUE(sender_events.wait([&] { return sender_events.closed.size() == 2; }));
   EXPECT_THROW(first->close_send_endpoint(address), UnknownSendEndpoint);
+}
+
+// close_accepted_connection (a netio3 addition used by ibmsg): from another thread while the loop
+// runs, from inside a data callback, and while the loop is stopped. The peer sees its connection
+// closed, the closed callback fires once (never inside the call), other connections carry on.
+TEST(AsyncmsgBackend, CloseAcceptedConnection) {
+  LoopThread receiver_loop;
+  Events receiver_events;
+  NetworkConfig receiver_config = recording_config(receiver_events, receiver_loop.loop());
+  std::unique_ptr<NetworkBackend> receiver;
+  std::atomic<bool> close_from_callback{false};
+  std::atomic<int> closes_inside_the_call{0};
+  std::atomic<bool> in_close_call{false};
+  auto record_data = receiver_config.on_data_from_cb;
+  receiver_config.on_data_from_cb = [&, record_data](const EndPointAddress& remote,
+                                                     std::span<const std::uint8_t> data) {
+    record_data(remote, data);
+    if (close_from_callback.exchange(false)) {
+      in_close_call = true;
+      receiver->close_accepted_connection(remote);
+      in_close_call = false;
+    }
+  };
+  auto record_closed = receiver_config.on_connection_closed_cb;
+  receiver_config.on_connection_closed_cb = [&, record_closed](const EndPointAddress& remote,
+                                                               const std::vector<std::uint64_t>& keys) {
+    if (in_close_call) {
+      ++closes_inside_the_call;
+    }
+    record_closed(remote, keys);
+  };
+  receiver = NetworkBackend::create(NetworkType::ASYNCMSG, receiver_config, receiver_loop.loop());
+  const EndPointAddress address = receiver->open_listen_endpoint({localhost, 0}, {});
+
+  LoopThread sender_loop;
+  Events sender_events;
+  auto sender = NetworkBackend::create(NetworkType::ASYNCMSG, recording_config(sender_events, sender_loop.loop()),
+                                       sender_loop.loop());
+  auto other_sender = NetworkBackend::create(NetworkType::ASYNCMSG, recording_config(sender_events, sender_loop.loop()),
+                                             sender_loop.loop());
+  const auto connect_both = [&](std::size_t established_before) {
+    sender->open_send_endpoint(address, {});
+    ASSERT_TRUE(receiver_events.wait([&] { return receiver_events.established.size() == established_before + 1; }));
+    ASSERT_TRUE(sender_events.wait([&] { return sender_events.established.size() == established_before + 1; }));
+  };
+  other_sender->open_send_endpoint(address, {});
+  ASSERT_TRUE(receiver_events.wait([&] { return receiver_events.established.size() == 1; }));
+  ASSERT_TRUE(sender_events.wait([&] { return sender_events.established.size() == 1; }));
+  const auto message = pattern(100, 1);
+
+  // 1. From the test thread while the loop runs.
+  connect_both(1);
+  EndPointAddress peer = receiver_events.established.back();
+  receiver->close_accepted_connection(peer);
+  ASSERT_TRUE(receiver_events.wait([&] { return receiver_events.closed.size() == 1; }));
+  EXPECT_EQ(receiver_events.closed.back().first, peer);
+  EXPECT_TRUE(receiver_events.closed.back().second.empty());
+  ASSERT_TRUE(sender_events.wait([&] { return sender_events.closed.size() == 1; })) << "the sender never saw the close";
+  EXPECT_EQ(sender_events.closed.back().first, address);
+  EXPECT_THROW(receiver->close_accepted_connection(peer), UnknownListenEndpoint);
+  EXPECT_THROW(receiver->close_accepted_connection(EndPointAddress{localhost, 1}), UnknownListenEndpoint);
+
+  // 2. From inside the data callback of that connection.
+  connect_both(2);
+  peer = receiver_events.established.back();
+  close_from_callback = true;
+  ASSERT_EQ(sender->send_data_copy(address, std::span<const std::uint8_t>{message}, {}, 1), NetioStatus::OK);
+  ASSERT_TRUE(receiver_events.wait([&] { return receiver_events.closed.size() == 2; }));
+  EXPECT_EQ(receiver_events.closed.back().first, peer);
+  EXPECT_EQ(closes_inside_the_call.load(), 0);
+  ASSERT_TRUE(sender_events.wait([&] { return sender_events.closed.size() == 2; }));
+
+  // 3. While the receiver's loop is stopped (the call does the work itself).
+  connect_both(3);
+  peer = receiver_events.established.back();
+  receiver_loop.stop();
+  receiver->close_accepted_connection(peer);
+  receiver_loop.start();
+  ASSERT_TRUE(receiver_events.wait([&] { return receiver_events.closed.size() == 3; }));
+  EXPECT_EQ(receiver_events.closed.back().first, peer);
+
+  // The other connection on the listener was never touched.
+  ASSERT_EQ(other_sender->send_data_copy(address, std::span<const std::uint8_t>{message}, {}, 2), NetioStatus::OK);
+  ASSERT_TRUE(receiver_events.wait([&] {
+    return std::any_of(receiver_events.received.begin(), receiver_events.received.end(),
+                       [&](const auto& entry) { return entry.first == receiver_events.established.front(); });
+  }));
+  std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  const std::lock_guard lock{receiver_events.mutex};
+  EXPECT_EQ(receiver_events.closed.size(), 3U); // once per connection, nothing for the other one
+  EXPECT_FALSE(receiver_events.off_loop_thread);
 }
 
 TEST(AsyncmsgBackend, SenderCloseIsReportedToTheReceiver) {

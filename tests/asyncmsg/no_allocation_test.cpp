@@ -105,6 +105,12 @@ protected:
     config.on_connection_established_cb = [this](const EndPointAddress&) { ++m_established; };
     config.on_data_cb = [this](std::span<const std::uint8_t> data) {
       m_received_bytes.fetch_add(data.size(), std::memory_order_relaxed);
+      // Reply path: while hops remain, every message is sent on again from inside this callback.
+      if (const std::size_t hops = m_hops_left.load(std::memory_order_relaxed); hops > 0) {
+        if (m_backend->send_data_copy(m_address, data, {}, hops) == NetioStatus::OK) {
+          m_hops_left.store(hops - 1, std::memory_order_relaxed);
+        }
+      }
       m_received.fetch_add(1, std::memory_order_release);
     };
     config.on_send_completed_cb = [this](const EndPointAddress&, std::uint64_t) {
@@ -184,6 +190,7 @@ protected:
   std::atomic<std::size_t> m_received{0};
   std::atomic<std::size_t> m_received_bytes{0};
   std::atomic<std::size_t> m_completed{0};
+  std::atomic<std::size_t> m_hops_left{0};
 };
 
 TEST_F(NoAllocation, SmallMessagesInBursts) {
@@ -201,6 +208,25 @@ TEST_F(NoAllocation, SmallMessagesOneAtATime) {
   run(2000, 64, true);
   const std::size_t allocations = allocation_count.load() - before;
   EXPECT_LE(allocations, allowed_allocations) << "in 2000 messages";
+}
+
+// Messages sent on from inside the data callback (the request/response path: written at once,
+// completions reported when the event ends, the brief wait for the next message).
+TEST_F(NoAllocation, RepliesFromTheDataCallback) {
+  const auto hop = [&](std::size_t hops) {
+    const std::size_t received_before = m_received.load();
+    const std::size_t completed_before = m_completed.load();
+    m_hops_left = hops;
+    ASSERT_EQ(m_backend->send_data_copy(m_address, std::span<const std::uint8_t>{m_payload.data(), 64}, {}, 0),
+              NetioStatus::OK);
+    wait_for([&] { return m_received.load() == received_before + hops + 1; });
+    wait_for([&] { return m_completed.load() == completed_before + hops + 1; });
+  };
+  hop(2000);
+  const std::size_t before = allocation_count.load();
+  hop(10000);
+  const std::size_t allocations = allocation_count.load() - before;
+  EXPECT_LE(allocations, allowed_allocations) << "in 10000 replies";
 }
 
 TEST_F(NoAllocation, LargeMessages) {
