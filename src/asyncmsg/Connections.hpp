@@ -103,6 +103,11 @@ struct SendConnection : std::enable_shared_from_this<SendConnection> {
   /// reported yet: later sends queue behind it, so that a burst sent from callbacks leaves in one
   /// batch (one write), not one write per message.
   bool wrote_directly{false};
+  /// (M) the last batch the loop took held several messages: the application sends in bursts.
+  /// Then even the first message of a burst is queued (not written at once), so that the whole
+  /// burst leaves in one write instead of two and wakes the receiver once. A batch of one message
+  /// turns direct writes (the lowest latency for lone messages) back on.
+  bool bursting{false};
   /// close_send_endpoint was called: report nothing but the close. Written under `mutex`; read
   /// without it between completion callbacks.
   std::atomic<bool> user_closed{false};

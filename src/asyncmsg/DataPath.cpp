@@ -207,10 +207,10 @@ NetioStatus BackendAsyncmsg::send_message(const EndPointAddress& address, std::s
   const bool copy = mode == SendMode::copy;
 
   std::size_t written = 0;
+  const bool inside_dispatch = in_dispatch();
   if (queue.empty() && !connection.service_requested && !connection.blocked && !connection.wrote_directly &&
-      pieces.size() <= max_direct_pieces) {
+      (inside_dispatch || !connection.bursting) && pieces.size() <= max_direct_pieces) {
     // Nothing ahead of this message: write it now, from where it is.
-    const bool inside_dispatch = in_dispatch();
     try {
       // Room for its completion record, so that nothing can fail once it is on the wire.
       if (inside_dispatch) {
@@ -389,6 +389,7 @@ void BackendAsyncmsg::service(SendConnection& connection) {
       // The previous batch is done: take everything queued since, at once.
       const std::lock_guard lock{connection.mutex};
       if (!connection.queue().empty() || connection.queue().has_completions()) {
+        connection.bursting = connection.queue().message_count() > 1;
         connection.take_batch();
         connection.outgoing_unsent.store(connection.outgoing().unsent_bytes(), std::memory_order_relaxed);
       }

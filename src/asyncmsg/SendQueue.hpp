@@ -113,6 +113,8 @@ public:
   }
   /// True when completions are waiting (written or not).
   [[nodiscard]] bool has_completions() const noexcept { return !m_completions.empty(); }
+  /// Messages (completion records) in the queue, written or not.
+  [[nodiscard]] std::size_t message_count() const noexcept { return m_completions.size(); }
   /// True when at least one completion can be popped.
   [[nodiscard]] bool has_finished_messages() const noexcept {
     return !m_completions.empty() && m_completions.front().end <= m_written;
