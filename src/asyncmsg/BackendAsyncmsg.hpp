@@ -174,6 +174,8 @@ private:
   /// Reads and delivers what the socket holds. With `spin`, a first read that finds nothing is
   /// retried, yielding the processor in between, until data arrive or the spin budget is spent.
   ReceiveOutcome receive(RecvConnection& connection, bool spin);
+  /// Sets the socket's receive low-water mark for the large message being received (or back to 1).
+  void adjust_low_water(RecvConnection& connection) noexcept;
   /// Records that a send was accepted (on the loop thread, inside one of our callbacks).
   void note_send() noexcept;
   /// True on the loop thread inside one of this backend's event handlers.

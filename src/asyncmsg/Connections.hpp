@@ -164,6 +164,8 @@ struct RecvConnection : std::enable_shared_from_this<RecvConnection> {
   std::uint32_t spin_misses{0};
   /// Counts the chances to spin skipped after too many misses; every so often one is taken.
   std::uint32_t spin_skipped{0};
+  /// The socket's SO_RCVLOWAT (1 unless a large message is being received).
+  int receive_low_water{1};
 };
 
 /// A listen endpoint.

@@ -194,6 +194,11 @@ public:
   [[nodiscard]] std::uint64_t max_message_size() const noexcept { return m_max_message_size; }
   /// Bytes held for a message not complete yet (0 at a message boundary).
   [[nodiscard]] std::size_t partial_bytes() const noexcept;
+  /// Bytes still missing of the large message being received straight into its own buffer (0
+  /// when none is).
+  [[nodiscard]] std::size_t large_bytes_missing() const noexcept {
+    return m_in_large ? m_large_size - m_large_filled : 0;
+  }
   /// Capacity of the message buffer for large messages (0 until one arrives).
   [[nodiscard]] std::size_t large_capacity() const noexcept { return m_large_capacity; }
 

@@ -209,6 +209,38 @@ TEST(AsyncmsgBackend, LargeMessagesAndTheSizeLimit) {
   EXPECT_EQ(events.completed[1].second, 2U);
 }
 
+// Large messages make the receiving socket wait for their rest (SO_RCVLOWAT); small messages
+// after them must still wake the receiver at once, also a lone one sent after the large message
+// arrived (a mark left raised would hold it back for good).
+TEST(AsyncmsgBackend, SmallMessagesAfterLargeOnesArrive) {
+  LoopThread loop;
+  Events events;
+  events.count_only = false;
+  auto backend = NetworkBackend::create(NetworkType::ASYNCMSG, recording_config(events, loop.loop()), loop.loop());
+  ConnectionParametersRecv receive;
+  receive.buf_size = std::size_t{4} << 20U;
+  const EndPointAddress address = backend->open_listen_endpoint({localhost, 0}, receive);
+  backend->open_send_endpoint(address, {});
+  ASSERT_TRUE(events.wait([&] { return events.established.size() == 2; }));
+  const std::vector<std::size_t> sizes{std::size_t{2} << 20U,         5, std::size_t{200} << 10U,
+                                       (std::size_t{130} << 10U) + 1, 0, std::size_t{3} << 20U};
+  std::vector<std::vector<std::uint8_t>> sent;
+  std::uint64_t key = 0;
+  for (const std::size_t size : sizes) {
+    sent.push_back(pattern(size, static_cast<std::uint8_t>(size % 251U)));
+    ASSERT_EQ(backend->send_data_copy(address, std::span<const std::uint8_t>{sent.back()}, {}, ++key), NetioStatus::OK);
+  }
+  ASSERT_TRUE(events.wait([&] { return events.received.size() == sizes.size(); }));
+  // Now alone: nothing else is on its way.
+  sent.push_back(pattern(17, 3));
+  ASSERT_EQ(backend->send_data_copy(address, std::span<const std::uint8_t>{sent.back()}, {}, ++key), NetioStatus::OK);
+  ASSERT_TRUE(events.wait([&] { return events.received.size() == sent.size(); }))
+      << "a small message after large ones did not arrive";
+  for (std::size_t i = 0; i < sent.size(); ++i) {
+    EXPECT_EQ(events.received[i].second, sent[i]) << "message " << i;
+  }
+}
+
 TEST(AsyncmsgBackend, SendsBeforeEstablishmentReturnNoResources) {
   LoopThread loop;
   loop.stop(); // nothing progresses until the loop runs again
