@@ -124,7 +124,10 @@ struct NetworkConfig {
   /// How long a connect may take before it is reported through `on_connection_refused_cb`.
   std::chrono::milliseconds connect_timeout{std::chrono::seconds{10}};
   /// How long a silent or unresponsive peer may go unnoticed before its connection is reported
-  /// closed (TCP keepalive and TCP_USER_TIMEOUT on the TCP backend). Zero: the OS defaults.
+  /// closed (with its pending keys). TCP backend: TCP keepalive and TCP_USER_TIMEOUT. libfabric
+  /// backend: keepalive messages on idle connections, checked every peer_timeout/4 (a receiver
+  /// whose loop thread is blocked for longer than this is taken for dead, too). Zero: no detection
+  /// of our own (the OS or provider defaults).
   std::chrono::milliseconds peer_timeout{std::chrono::seconds{10}};
   /// Most connections accepted per listen endpoint at once; further ones are rejected. 0: no limit.
   std::size_t max_connections_per_listener{0};

@@ -55,6 +55,12 @@ BackendLibfabric::BackendLibfabric(const NetworkConfig& config, std::shared_ptr<
   m_completed_keys.reserve(max_queue_depth);
   m_wake = m_evloop->create_signal([this] { on_wake(); });
   m_progress_timer = m_evloop->create_timer([this] { on_progress_timer(); });
+  if (m_config.peer_timeout.count() > 0) {
+    // peer_timeout 0: no keepalive timer at all, and this side sends no keepalives.
+    m_keepalive_period = std::clamp<std::chrono::milliseconds>(m_config.peer_timeout / keepalive_ticks_per_timeout,
+                                                               std::chrono::milliseconds{1}, std::chrono::hours{24});
+    m_keepalive_timer = m_evloop->create_timer([this] { on_keepalive_timer(); });
+  }
   NETIO3_LOG_DEBUG("libfabric backend created (provider {}, {})", m_provider, to_string(m_config.thread_safety));
 }
 
@@ -80,6 +86,7 @@ BackendLibfabric::~BackendLibfabric() {
   }
   m_wake.reset();
   m_progress_timer.reset();
+  m_keepalive_timer.reset();
   for (const int fd : fds) {
     try {
       m_evloop->remove_fd(fd, false, true);

@@ -6,8 +6,9 @@
 /// Design, wire protocol and progress rules: docs/libfabric-backend.md.
 ///
 /// Code layout: BackendLibfabric.cpp (construction, destruction, locking, deferred work, the
-/// progress timer), ControlPath.cpp (domains, listen, connect, accept, the event queue, closing)
-/// and DataPath.cpp (the send calls, completion queues, credits, receiving).
+/// progress timer), ControlPath.cpp (domains, listen, connect, accept, the event queue, closing),
+/// DataPath.cpp (the send calls, completion queues, credits, receiving) and Keepalive.cpp (the
+/// keepalive timer that enforces `NetworkConfig::peer_timeout`).
 
 #include <array>
 #include <chrono>
@@ -89,6 +90,9 @@ private:
   static constexpr std::chrono::milliseconds progress_tick{1};
   /// Idle ticks after which the progress timer stops.
   static constexpr std::uint32_t idle_ticks_before_stop = 100;
+  /// Keepalive ticks per `peer_timeout`: the keepalive timer's period is peer_timeout / this, and a
+  /// connection silent for more than this many ticks is declared lost.
+  static constexpr std::uint32_t keepalive_ticks_per_timeout = 4;
 
   /// A callback to deliver from the loop thread once the state it reports is settled.
   struct Notice {
@@ -114,6 +118,23 @@ private:
   void on_wake();
   void on_progress_timer();
   [[nodiscard]] bool needs_timer(const Connection& connection) const noexcept;
+
+  // --- Keepalive.cpp: peer_timeout --------------------------------------------------------
+  /// Keepalive ticks of silence allowed for `timeout`: ceil(timeout / period), at least
+  /// keepalive_ticks_per_timeout; 0 (never) when peer_timeout is 0 here.
+  [[nodiscard]] std::uint32_t silence_limit_for(std::chrono::milliseconds timeout) const noexcept;
+  /// The silence limit (in this backend's keepalive ticks) for a connection accepted from a sender
+  /// whose peer_timeout is `sender_timeout_ms` (0: it sends no keepalives, never judged silent).
+  [[nodiscard]] std::uint32_t receiver_silence_limit(std::uint32_t sender_timeout_ms) const noexcept;
+  /// The sender's peer_timeout as told to the receiver in the connect request.
+  [[nodiscard]] std::uint32_t advertised_peer_timeout_ms() const noexcept;
+  /// Starts the keepalive timer unless it runs or peer_timeout is 0 (a connection was established).
+  void ensure_keepalive_timer();
+  void on_keepalive_timer();
+  /// One tick for one established connection: count its silence, close it, or send a keepalive.
+  void keepalive_tick(const std::shared_ptr<Connection>& connection);
+  /// Posts a keepalive (a credit and a send slot must be free).
+  void post_keepalive(Connection& connection);
 
   // --- ControlPath.cpp ----------------------------------------------------------------------
   std::shared_ptr<DomainContext> acquire_domain(const fi_info& info);
@@ -187,9 +208,9 @@ private:
   /// Creates the bounce ring on first use; false if that fails.
   bool ensure_ring(Connection& connection);
   /// Posts `count` entries of `iov`/`desc` (entry 0 is the wire header and header data) as one
-  /// message and books it; releases the slot and chunk on failure.
+  /// message of `type` (data or keepalive) and books it; releases the slot and chunk on failure.
   NetioStatus post_message(Connection& connection, std::uint32_t slot, const iovec* iov, void** desc, std::size_t count,
-                           std::uint64_t key, bool has_key);
+                           std::uint64_t key, bool has_key, MessageType type = MessageType::data);
   /// Copies header and payload into the bounce ring and posts the message.
   NetioStatus send_copied(Connection& connection, std::span<const iovec> payload, std::size_t payload_size,
                           std::span<const std::uint8_t> header_data, std::uint64_t key);
@@ -227,6 +248,12 @@ private:
   bool m_timer_running{false};
   std::uint64_t m_tick{1}; // advanced by every progress timer tick
   std::uint32_t m_idle_ticks{0};
+
+  /// Period of the keepalive timer: peer_timeout / keepalive_ticks_per_timeout (1 ms to 1 day);
+  /// zero when peer_timeout is 0 (no keepalives, no timer).
+  std::chrono::milliseconds m_keepalive_period{0};
+  EventTimerHandle m_keepalive_timer; // empty when peer_timeout is 0
+  bool m_keepalive_running{false};
 };
 
 template <typename Callback>

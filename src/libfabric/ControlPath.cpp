@@ -479,7 +479,7 @@ void BackendLibfabric::open_send_endpoint(const EndPointAddress& address,
             "fi_recv (credit buffers)");
     }
     std::array<std::uint8_t, connect_request_size> request{};
-    encode(ConnectRequest{static_cast<std::uint32_t>(controls)}, request);
+    encode(ConnectRequest{static_cast<std::uint32_t>(controls), advertised_peer_timeout_ms()}, request);
     const int rc = fi_connect(connection->ep.get(), info->dest_addr, request.data(), request.size());
     if (rc == -FI_ECONNREFUSED) {
       refused_at_once = true;
@@ -628,6 +628,9 @@ void BackendLibfabric::mark_established(Connection& connection) {
     process_teardowns();
     connection.established_reported = true;
     m_notices.push_back(Notice{Notice::Kind::established, connection.address, {}});
+  }
+  if (connection.silence_limit_ticks != 0) {
+    ensure_keepalive_timer(); // peer_timeout is watched while a watched connection is established
   }
 }
 
@@ -940,6 +943,7 @@ std::shared_ptr<Connection> BackendLibfabric::create_receiver(const std::shared_
     connection->window = static_cast<std::uint32_t>(window);
     connection->credits_available_total = connection->window;
     connection->credits_sent_total = connection->window;
+    connection->silence_limit_ticks = receiver_silence_limit(request.peer_timeout_ms);
   } catch (...) {
     teardown_connection(*connection, false, nullptr);
     wake_loop();
@@ -985,6 +989,9 @@ void BackendLibfabric::handle_connected(Connection& connection, std::span<const 
     connection.unacked.assign(connection.window, UnackedMessage{});
     connection.unacked_first = 0;
     connection.unacked_count = 0;
+    connection.silence_limit_ticks = silence_limit_for(m_config.peer_timeout);
+    connection.silent_ticks = 0;
+    connection.sent_since_tick = false;
     mark_established(connection);
     NETIO3_LOG_DEBUG("libfabric: connected to {} (window {}, messages up to {} bytes)", connection.address.to_string(),
                      connection.window, connection.peer_max_message);

@@ -106,8 +106,8 @@ void BackendLibfabric::release_slot(Connection& connection, std::uint32_t slot) 
 }
 
 NetioStatus BackendLibfabric::post_message(Connection& connection, std::uint32_t slot, const iovec* iov, void** desc,
-                                           std::size_t count, std::uint64_t key, bool has_key) {
-  encode(WireHeader{MessageType::data, connection.messages_sent_total}, static_cast<std::uint8_t*>(iov[0].iov_base));
+                                           std::size_t count, std::uint64_t key, bool has_key, MessageType type) {
+  encode(WireHeader{type, connection.messages_sent_total}, static_cast<std::uint8_t*>(iov[0].iov_base));
   OperationContext* context = &connection.send_contexts[slot];
   const ssize_t rc = count == 1 ? fi_send(connection.ep.get(), iov[0].iov_base, iov[0].iov_len, desc[0], 0, context)
                                 : fi_sendv(connection.ep.get(), iov, desc, count, 0, context);
@@ -131,6 +131,7 @@ NetioStatus BackendLibfabric::post_message(Connection& connection, std::uint32_t
   connection.unacked[(connection.unacked_first + connection.unacked_count) % connection.unacked.size()] =
       UnackedMessage{key, has_key};
   ++connection.unacked_count;
+  connection.sent_since_tick = true; // the receiver hears from this side: no keepalive needed
   note_posted(connection);
   return NetioStatus::OK;
 }
@@ -465,10 +466,11 @@ bool BackendLibfabric::handle_receive(const std::shared_ptr<Connection>& connect
   if (connection->state == Connection::State::closing) {
     return false;
   }
+  connection->silent_ticks = 0; // the peer lives (peer_timeout)
   const std::span<const std::uint8_t> message{connection->receive_buffers[index], length};
   const std::optional<WireHeader> header = decode_wire_header(message);
   if (connection->role == Connection::Role::receiver) {
-    if (!header || header->type != MessageType::data) {
+    if (!header || (header->type != MessageType::data && header->type != MessageType::keepalive)) {
       begin_close(connection, loss_notice(*connection),
                   "protocol violation: malformed message of " + std::to_string(length) + " bytes from the peer");
       return false;
@@ -488,14 +490,17 @@ bool BackendLibfabric::handle_receive(const std::shared_ptr<Connection>& connect
         return false;
       }
     }
-    const std::span<const std::uint8_t> payload = message.subspan(wire_header_size);
-    if (m_config.on_data_from_cb) {
-      call_user(lock, "on_data_from_cb", [&] { m_config.on_data_from_cb(connection->address, payload); });
-    } else if (m_config.on_data_cb) {
-      call_user(lock, "on_data_cb", [&] { m_config.on_data_cb(payload); });
-    }
-    if (connection->state == Connection::State::closing || m_shutting_down) {
-      return false;
+    // A keepalive is counted and answered with its credit like data, but never delivered.
+    if (header->type == MessageType::data) {
+      const std::span<const std::uint8_t> payload = message.subspan(wire_header_size);
+      if (m_config.on_data_from_cb) {
+        call_user(lock, "on_data_from_cb", [&] { m_config.on_data_from_cb(connection->address, payload); });
+      } else if (m_config.on_data_cb) {
+        call_user(lock, "on_data_cb", [&] { m_config.on_data_cb(payload); });
+      }
+      if (connection->state == Connection::State::closing || m_shutting_down) {
+        return false;
+      }
     }
     if (!post_receive(*connection, index)) {
       return false;

@@ -177,6 +177,16 @@ struct Connection : std::enable_shared_from_this<Connection> {
   bool posted_during_drain{false};
   std::size_t iov_limit{1};
 
+  // --- peer_timeout: the keepalive timer's view (see BackendLibfabric::on_keepalive_timer) -----
+  /// Keepalive ticks since anything was last received on this connection (reset by every receive
+  /// completion; counted by the timer, so no clock is read per message).
+  std::uint32_t silent_ticks{0};
+  /// `silent_ticks` beyond which the peer is declared lost; 0: never (peer_timeout is 0 here, or
+  /// the sender on an accepted connection sends no keepalives).
+  std::uint32_t silence_limit_ticks{0};
+  /// Sender: a message was posted since the previous keepalive tick (no keepalive needed then).
+  bool sent_since_tick{false};
+
   // --- sending (both roles: data on senders, credit messages on receivers) -------------------
   HostMemory send_header_memory;
   Registration send_header_registration;

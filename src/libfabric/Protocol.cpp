@@ -35,11 +35,12 @@ bool preamble_matches(const std::uint8_t* in) noexcept {
 
 } // namespace
 
-// Connect request: preamble (8), control_capacity (4), reserved (4).
+// Connect request: preamble (8), control_capacity (4), peer_timeout_ms (4).
 void encode(const ConnectRequest& request, std::span<std::uint8_t, connect_request_size> out) noexcept {
   std::memset(out.data(), 0, out.size());
   store_preamble(out.data());
   store<std::uint32_t>(out.data() + 8, request.control_capacity);
+  store<std::uint32_t>(out.data() + 12, request.peer_timeout_ms);
 }
 
 std::optional<ConnectRequest> decode_connect_request(std::span<const std::uint8_t> in) noexcept {
@@ -49,6 +50,7 @@ std::optional<ConnectRequest> decode_connect_request(std::span<const std::uint8_
   }
   ConnectRequest request;
   request.control_capacity = load<std::uint32_t>(in.data() + 8);
+  request.peer_timeout_ms = load<std::uint32_t>(in.data() + 12);
   if (request.control_capacity == 0) {
     return std::nullopt;
   }
@@ -90,7 +92,8 @@ std::optional<WireHeader> decode_wire_header(std::span<const std::uint8_t> messa
     return std::nullopt;
   }
   const auto type = message[0];
-  if (type != static_cast<std::uint8_t>(MessageType::data) && type != static_cast<std::uint8_t>(MessageType::credit)) {
+  if (type != static_cast<std::uint8_t>(MessageType::data) && type != static_cast<std::uint8_t>(MessageType::credit) &&
+      type != static_cast<std::uint8_t>(MessageType::keepalive)) {
     return std::nullopt;
   }
   WireHeader header;

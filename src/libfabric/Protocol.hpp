@@ -16,8 +16,9 @@ namespace netio3::libfabric {
 
 /// "N3LF": identifies netio3's libfabric backend in the connection parameter data.
 inline constexpr std::uint32_t protocol_magic = 0x4e334c46U;
-/// Version of the protocol below; a peer with another version is rejected.
-inline constexpr std::uint16_t protocol_version = 1;
+/// Version of the protocol below; a peer with another version is rejected. Version 2 added the
+/// keepalive message and the sender's peer timeout in the connect request.
+inline constexpr std::uint16_t protocol_version = 2;
 
 /// Sent by the connecting side (send endpoint) in fi_connect's parameter data.
 struct ConnectRequest {
@@ -25,6 +26,10 @@ struct ConnectRequest {
   /// receiver never grants a credit window larger than this, so that its credit messages always
   /// find a posted buffer.
   std::uint32_t control_capacity{0};
+  /// The sender's `NetworkConfig::peer_timeout` in milliseconds (saturated to 32 bits); 0 when it
+  /// sends no keepalives. The receiver never declares the sender silent sooner than this, so that
+  /// two sides configured differently do not end a healthy idle connection.
+  std::uint32_t peer_timeout_ms{0};
 };
 inline constexpr std::size_t connect_request_size = 16;
 
@@ -40,14 +45,15 @@ inline constexpr std::size_t accept_response_size = 24;
 
 /// Kind of a message on the wire.
 enum class MessageType : std::uint8_t {
-  data = 1,   ///< Sender -> receiver: header data followed by data, one user message.
-  credit = 2, ///< Receiver -> sender: cumulative credits granted so far.
+  data = 1,      ///< Sender -> receiver: header data followed by data, one user message.
+  credit = 2,    ///< Receiver -> sender: cumulative credits granted so far.
+  keepalive = 3, ///< Sender -> receiver: no payload; accounted like a data message, never delivered.
 };
 
 /// The header in front of every message (8 bytes).
 struct WireHeader {
   MessageType type{MessageType::data};
-  /// data: the message's sequence number (low 32 bits), checked by the receiver;
+  /// data and keepalive: the message's sequence number (low 32 bits), checked by the receiver;
   /// credit: the total number of credits granted since the connection started (wrapping).
   std::uint32_t value{0};
 };

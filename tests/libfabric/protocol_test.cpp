@@ -15,13 +15,35 @@ namespace {
 
 TEST(Protocol, ConnectRequestRoundTrips) {
   std::array<std::uint8_t, connect_request_size> bytes{};
-  encode(ConnectRequest{77}, bytes);
+  encode(ConnectRequest{77, 0xfedcba98U}, bytes);
   const auto decoded = decode_connect_request(bytes);
   ASSERT_TRUE(decoded.has_value());
   EXPECT_EQ(decoded->control_capacity, 77U);
+  EXPECT_EQ(decoded->peer_timeout_ms, 0xfedcba98U);
   // Little-endian magic first: "FL3N" in memory.
   EXPECT_EQ(bytes[0], 0x46);
   EXPECT_EQ(bytes[3], 0x4e);
+  // Version 2 (little-endian) at offset 4, the capacity at 8, the peer timeout at 12.
+  EXPECT_EQ(bytes[4], 2);
+  EXPECT_EQ(bytes[5], 0);
+  EXPECT_EQ(bytes[8], 77);
+  EXPECT_EQ(bytes[12], 0x98);
+  EXPECT_EQ(bytes[15], 0xfe);
+  encode(ConnectRequest{1, 0}, bytes);
+  EXPECT_EQ(decode_connect_request(bytes)->peer_timeout_ms, 0U) << "0: the sender sends no keepalives";
+}
+
+TEST(Protocol, Version1PeersAreRejected) {
+  // A version-1 peer knows no keepalive: it would close the connection at the first one.
+  std::array<std::uint8_t, connect_request_size> request{};
+  encode(ConnectRequest{4, 1000}, request);
+  request[4] = 1;
+  EXPECT_FALSE(decode_connect_request(request));
+  std::array<std::uint8_t, accept_response_size> response{};
+  encode(AcceptResponse{4096, 4}, response);
+  ASSERT_TRUE(decode_accept_response(response));
+  response[4] = 1;
+  EXPECT_FALSE(decode_accept_response(response));
 }
 
 TEST(Protocol, ConnectRequestRejectsForeignData) {
@@ -75,10 +97,24 @@ TEST(Protocol, WireHeaderRoundTripsAndRejectsGarbage) {
   EXPECT_FALSE(decode_wire_header(std::span<const std::uint8_t>{message.data(), wire_header_size - 1}));
   message[0] = 0;
   EXPECT_FALSE(decode_wire_header(message));
-  message[0] = 3;
+  message[0] = 4;
+  EXPECT_FALSE(decode_wire_header(message));
+  message[0] = 0xff;
   EXPECT_FALSE(decode_wire_header(message));
   message[0] = 1;
   EXPECT_EQ(decode_wire_header(message)->type, MessageType::data);
+}
+
+TEST(Protocol, KeepaliveIsAHeaderOnlyMessageWithASequenceNumber) {
+  std::array<std::uint8_t, wire_header_size> message{};
+  encode(WireHeader{MessageType::keepalive, 41}, message.data());
+  EXPECT_EQ(message[0], 3) << "type 3 on the wire";
+  EXPECT_EQ(message[1], 0);
+  EXPECT_EQ(message[4], 41);
+  const auto decoded = decode_wire_header(message);
+  ASSERT_TRUE(decoded.has_value());
+  EXPECT_EQ(decoded->type, MessageType::keepalive);
+  EXPECT_EQ(decoded->value, 41U);
 }
 
 TEST(BounceRing, ReusesSpaceInOrderAndWraps) {
