@@ -415,7 +415,7 @@ EndPointAddress BackendAsyncmsg::open_listen_endpoint(const EndPointAddress& add
   const std::uint16_t port =
       ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<const sockaddr_in6*>(&bound)->sin6_port
                                         : reinterpret_cast<const sockaddr_in*>(&bound)->sin_port);
-  const EndPointAddress actual{address.address(), port};
+  EndPointAddress actual{address.address(), port}; // not const: returned by move
   if (m_listeners.contains(actual)) {
     throw ListenEndpointAlreadyExists("asyncmsg: already listening on " + actual.to_string());
   }

@@ -14,6 +14,7 @@ namespace {
 
 LogLevel level_from_environment() noexcept {
   LogLevel level = LogLevel::Off;
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): read once, at the first log call; netio3 never sets it
   if (const char* text = std::getenv("NETIO3_LOG"); text != nullptr) {
     if (!parse_log_level(text, level)) {
       std::fprintf(stderr,

@@ -241,7 +241,9 @@ void SendEndpoint::on_closed() {
 }
 
 void SendEndpoint::on_send_completed(std::uint64_t key) {
-  auto* record = reinterpret_cast<BufferRecord*>(static_cast<std::uintptr_t>(key));
+  // The key is the record's address, given to the backend by this file's send (ibmsg has no other
+  // handle for a message in flight); it is checked against this endpoint before use.
+  auto* record = reinterpret_cast<BufferRecord*>(static_cast<std::uintptr_t>(key)); // NOLINT(performance-no-int-to-ptr)
   if (record == nullptr || record->endpoint != this) {
     NETIO3_LOG_ERROR("ibmsg: completion for unknown send key {:#x} on {}", key, m_address.to_string());
     return;
@@ -617,6 +619,7 @@ Loop::Loop(ibmsg_event_loop* c_loop, Transport transport, std::size_t max_messag
 
 int Loop::create(ibmsg_event_loop* c_loop, std::unique_ptr<Loop>& loop) {
   std::size_t max_message_size{IBMSG_MAX_MSGSIZE};
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): read when a loop is created; the library never sets it
   if (const char* text = std::getenv("IBMSG_MAX_MSGSIZE"); text != nullptr && *text != '\0') {
     if (!parse_message_size(text, max_message_size)) {
       NETIO3_LOG_ERROR("ibmsg: IBMSG_MAX_MSGSIZE='{}' is not a size between {} and {} bytes", text,

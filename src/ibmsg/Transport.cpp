@@ -59,7 +59,7 @@ bool rdma_device_present() noexcept {
 }
 
 int choose_transport(const std::shared_ptr<BaseEventLoop>& probe_loop, Transport& transport) {
-  const char* forced = std::getenv("IBMSG_TRANSPORT");
+  const char* forced = std::getenv("IBMSG_TRANSPORT"); // NOLINT(concurrency-mt-unsafe): read at set-up
   const std::string_view choice = forced == nullptr ? std::string_view{} : std::string_view{forced};
   if (choice.empty()) {
     if (rdma_available(probe_loop)) {

@@ -31,6 +31,7 @@ std::string select_provider(const NetworkConfig& config) {
   if (!config.provider.empty()) {
     return config.provider;
   }
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): read when a backend is created; netio3 never sets it
   if (const char* forced = std::getenv("FI_PROVIDER"); forced != nullptr && forced[0] != '\0' && forced[0] != '^') {
     // FI_PROVIDER may list several providers ("tcp,sockets"); the first one is used.
     const std::string_view list{forced};
@@ -51,7 +52,8 @@ void prepare_provider_environment() {
     // receive buffer that skb alone fills the buffer, the window closes, the rest of the header
     // never arrives, and the connection stalls for good (seen about 1 copy-mode exchange in 10).
     // A 4 MiB socket buffer leaves room for the rest of the header.
-    ::setenv("FI_SOCKETS_MAX_BUF_SZ", "4194304", 0);
+    // Once, before libfabric reads its variables; netio3 itself reads none of them concurrently.
+    ::setenv("FI_SOCKETS_MAX_BUF_SZ", "4194304", 0); // NOLINT(concurrency-mt-unsafe)
   });
 }
 
