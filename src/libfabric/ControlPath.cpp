@@ -621,24 +621,6 @@ void BackendLibfabric::check_connect_deadlines() {
 
 void BackendLibfabric::mark_established(Connection& connection) {
   connection.state = Connection::State::established;
-  if (!connection.established_reported && connection.role == Connection::Role::receiver &&
-      connection.listener != nullptr) {
-    // A connection from the same address and port as one this listener still has: the two cannot
-    // both be alive (the peer's port was free again), so the older one has ended, even if the
-    // provider has not reported it yet (the sockets provider can report the new connection first).
-    // It is closed now, so that its closed callback comes before the new one's established.
-    std::vector<std::shared_ptr<Connection>> replaced;
-    for (Connection* other : connection.listener->accepted) {
-      if (other != &connection && other->state != Connection::State::closing && other->address == connection.address) {
-        if (const auto found = m_connections.find(other); found != m_connections.end()) {
-          replaced.push_back(found->second);
-        }
-      }
-    }
-    for (const auto& old : replaced) {
-      begin_close(old, loss_notice(*old), "a new connection from the same address and port replaced it");
-    }
-  }
   if (!connection.established_reported) {
     // A connection closed earlier (maybe to the same address, which was opened again at once) is
     // torn down and its notice queued first: the closed callback of the old one must come before
