@@ -485,6 +485,10 @@ bool BackendLibfabric::handle_receive(const std::shared_ptr<Connection>& connect
     if (connection->state == Connection::State::accepting) {
       // The sender saw the connection complete before this side did: announce it first.
       mark_established(*connection);
+    }
+    if (!m_notices.empty()) {
+      // Notices queued earlier in this event (e.g. the progress timer read FI_CONNECTED for this
+      // connection just before its completions) come before its data: established, then data.
       deliver_notices(lock);
       if (connection->state == Connection::State::closing) {
         return false;
