@@ -129,6 +129,13 @@ struct NetworkConfig {
   /// whose loop thread is blocked for longer than this is taken for dead, too). Zero: no detection
   /// of our own (the OS or provider defaults).
   std::chrono::milliseconds peer_timeout{std::chrono::seconds{10}};
+  /// libfabric only: after a wake-up of a receiving connection that completed nothing (part of a
+  /// large message arrived), how long the loop keeps reading its completion queue (between its
+  /// other work, never blocking it) before sleeping on the queue's fd again. Each such sleep costs
+  /// the sender a wake-up per arriving segment; 1 MiB messages over the `tcp` provider run about
+  /// 1.4x faster with it. Adaptive per connection: halved after a poll that saw no completion, so a
+  /// connection whose data trickles in stops polling. Zero: never poll. Must not be negative.
+  std::chrono::microseconds receive_poll{500};
   /// Most connections accepted per listen endpoint at once; further ones are rejected. 0: no limit.
   std::size_t max_connections_per_listener{0};
 };

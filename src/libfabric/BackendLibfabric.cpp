@@ -52,6 +52,10 @@ BackendLibfabric::BackendLibfabric(const NetworkConfig& config, std::shared_ptr<
                                      error.what());
     }
   }
+  if (m_config.receive_poll.count() < 0) {
+    throw UnsupportedConfiguration("libfabric backend: receive_poll must not be negative (" +
+                                   std::to_string(m_config.receive_poll.count()) + " us)");
+  }
   m_completed_keys.reserve(max_queue_depth);
   m_wake = m_evloop->create_signal([this] { on_wake(); });
   m_progress_timer = m_evloop->create_timer([this] { on_progress_timer(); });

@@ -86,6 +86,8 @@ private:
   static constexpr std::size_t completion_budget = 1024;
   /// Reads of one connection's queue per wake-up (each lets the provider progress).
   static constexpr int progress_rounds = 8;
+  /// Longest stretch of receive polling (NetworkConfig::receive_poll) before the loop's other work.
+  static constexpr std::chrono::microseconds poll_slice{50};
   /// Period of the progress timer (polls queues that cannot signal, and connect deadlines).
   static constexpr std::chrono::milliseconds progress_tick{1};
   /// Idle ticks after which the progress timer stops.
@@ -187,6 +189,9 @@ private:
   void on_cq_ready(const std::weak_ptr<Connection>& weak_connection);
   /// Reads and handles completions until the queue is empty and may sleep (or a budget runs out).
   void progress_connection(const std::shared_ptr<Connection>& connection, Lock& lock);
+  /// After a read of a receiving connection's queue: true if the loop should read it again soon
+  /// instead of sleeping on its fd (receive polling, NetworkConfig::receive_poll).
+  bool keep_polling(Connection& connection, bool completed);
   /// Reads completions until the queue is empty; false when the connection ended meanwhile.
   bool drain_completions(const std::shared_ptr<Connection>& connection, Lock& lock, std::size_t& handled);
   void handle_cq_error(const std::shared_ptr<Connection>& connection);

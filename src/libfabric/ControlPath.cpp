@@ -944,6 +944,7 @@ std::shared_ptr<Connection> BackendLibfabric::create_receiver(const std::shared_
     connection->credits_available_total = connection->window;
     connection->credits_sent_total = connection->window;
     connection->silence_limit_ticks = receiver_silence_limit(request.peer_timeout_ms);
+    connection->poll_budget = std::chrono::duration_cast<std::chrono::steady_clock::duration>(m_config.receive_poll);
   } catch (...) {
     teardown_connection(*connection, false, nullptr);
     wake_loop();

@@ -175,6 +175,14 @@ struct Connection : std::enable_shared_from_this<Connection> {
   bool draining{false};
   /// Something was posted while draining: read the queue again before sleeping (manual progress).
   bool posted_during_drain{false};
+  // --- receive polling (NetworkConfig::receive_poll; see BackendLibfabric::keep_polling) --------
+  /// How long the next wake-up that completes nothing is followed by polling (adaptive; 0: none).
+  std::chrono::steady_clock::duration poll_budget{};
+  /// While polling: when to give up and sleep on the queue's fd again.
+  std::chrono::steady_clock::time_point poll_deadline{};
+  /// The previous wake-up that completed nothing (decides when a budget of 0 grows again).
+  std::chrono::steady_clock::time_point last_empty_wake{};
+  bool polling{false};
   std::size_t iov_limit{1};
 
   // --- peer_timeout: the keepalive timer's view (see BackendLibfabric::on_keepalive_timer) -----

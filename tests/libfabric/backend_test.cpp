@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <numeric>
 #include <set>
@@ -216,6 +217,60 @@ TEST_P(LibfabricProvider, EverySendModeDeliversHeaderAndDataInOrder) {
     EXPECT_EQ(reported, keys);
     EXPECT_EQ(r.off_loop_callbacks, 0U);
   });
+}
+
+// Receive polling (NetworkConfig::receive_poll) changes only when the receiver reads its queue:
+// large messages, which wake the receiver several times each, must arrive whole and in order with
+// polling off, with the default budget, and with a budget so small that it shrinks to 0 and grows
+// back again and again (the adaptive paths).
+TEST_P(LibfabricProvider, LargeMessagesArriveWholeWithAnyReceivePolling) {
+  constexpr std::size_t message_size = 512U << 10U;
+  constexpr std::uint32_t messages = 24;
+  for (const auto budget :
+       {std::chrono::microseconds{0}, std::chrono::microseconds{500}, std::chrono::microseconds{20}}) {
+    SCOPED_TRACE("receive_poll " + std::to_string(budget.count()) + " us");
+    Node::Options receiver_options;
+    receiver_options.adjust = [budget](NetworkConfig& config) { config.receive_poll = budget; };
+    Pair pair{GetParam(), receive_params(message_size + 16, 4), ConnectionParameters{}, receiver_options};
+    pair.wait_established();
+    NetworkBackend& backend = pair.sender->backend();
+    std::uint32_t sent = 0;
+    while (sent < messages) {
+      const auto data = pattern(sent, message_size);
+      const auto header = header_for(sent);
+      const NetioStatus status = backend.send_data_copy(pair.target, data, header, sent);
+      if (status == NetioStatus::NO_RESOURCES) {
+        pair.sender->wait_for_change(std::chrono::milliseconds{20});
+        continue;
+      }
+      ASSERT_EQ(status, NetioStatus::OK);
+      ++sent;
+    }
+    ASSERT_TRUE(pair.receiver->wait([&](const Record& r) { return r.received.size() >= messages; }))
+        << "not every message arrived";
+    pair.receiver->inspect([&](const Record& r) {
+      ASSERT_EQ(r.received.size(), messages);
+      for (std::uint32_t i = 0; i < messages; ++i) {
+        std::vector<std::uint8_t> expected = header_for(i);
+        const auto data = pattern(i, message_size);
+        expected.insert(expected.end(), data.begin(), data.end());
+        EXPECT_EQ(r.received[i].bytes, expected) << "message " << i << " differs";
+      }
+    });
+  }
+}
+
+TEST(LibfabricProviders, NegativeReceivePollIsRefused) {
+  ASSERT_TRUE(environment_prepared);
+  Node::Options options;
+  options.adjust = [](NetworkConfig& config) { config.receive_poll = std::chrono::microseconds{-1}; };
+  try {
+    Node node{options};
+    FAIL() << "a negative receive_poll must be refused when the backend is created";
+  } catch (const UnsupportedConfiguration& error) {
+    const std::string what = error.what();
+    EXPECT_NE(what.find("receive_poll"), std::string::npos) << what;
+  }
 }
 
 // --- set-up -----------------------------------------------------------------------------------------

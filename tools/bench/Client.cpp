@@ -111,6 +111,7 @@ void Client::start() {
   NetworkConfig config;
   config.mode = m_options.backend.provider == "verbs" ? NetworkMode::RDMA : NetworkMode::TCP;
   config.thread_safety = m_options.backend.threads;
+  config.receive_poll = m_options.backend.receive_poll;
   if (m_options.backend.backend == NetworkType::LIBFABRIC) {
     config.provider = m_options.backend.provider;
   }

@@ -3,6 +3,7 @@
 // Everything netio3-bench can be told on its command line, and the helpers that turn option text
 // into values and back.
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -20,6 +21,7 @@ struct BackendOptions {
   NetworkType backend{NetworkType::ASYNCMSG};
   std::string provider{"tcp"}; ///< libfabric only: tcp, sockets or verbs.
   ThreadSafetyModel threads{ThreadSafetyModel::UNSAFE};
+  std::chrono::microseconds receive_poll{500}; ///< NetworkConfig::receive_poll (libfabric).
 };
 
 /// Options of the `server` role.

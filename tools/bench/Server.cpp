@@ -33,6 +33,7 @@ NetworkConfig make_config(const BackendOptions& backend) {
   NetworkConfig config;
   config.mode = backend.provider == "verbs" ? NetworkMode::RDMA : NetworkMode::TCP;
   config.thread_safety = backend.threads;
+  config.receive_poll = backend.receive_poll;
   if (backend.backend == NetworkType::LIBFABRIC) {
     config.provider = backend.provider;
   }

@@ -65,6 +65,7 @@ struct Arguments {
   std::size_t buffers{0};
   double warmup{0.1};
   std::string max_unsent{"8m"};
+  std::int64_t receive_poll_us{500};
   bool json{false};
   bool quiet{false};
   std::string connect;
@@ -88,6 +89,12 @@ void add_backend_options(CLI::App& app, Arguments& arguments) {
                  "Thread-safety model. unsafe: the client sends from the event-loop thread (no locks); safe: it "
                  "sends from an application thread while the loop runs in another. Example: --threads safe")
       ->check(CLI::IsMember({"safe", "unsafe"}))
+      ->capture_default_str();
+  app.add_option("--receive-poll", arguments.receive_poll_us,
+                 "libfabric only: NetworkConfig::receive_poll in microseconds, how long a receiving connection "
+                 "keeps reading its queue after a wake-up that completed nothing (0: never). Example: "
+                 "--receive-poll 0")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1000000}))
       ->capture_default_str();
 }
 
@@ -162,6 +169,7 @@ BackendOptions backend_options(const Arguments& arguments) {
   options.backend = arguments.backend == "libfabric" ? NetworkType::LIBFABRIC : NetworkType::ASYNCMSG;
   options.provider = arguments.provider;
   options.threads = arguments.threads == "safe" ? ThreadSafetyModel::SAFE : ThreadSafetyModel::UNSAFE;
+  options.receive_poll = std::chrono::microseconds{arguments.receive_poll_us};
   return options;
 }
 
@@ -383,6 +391,7 @@ int run_both(const Arguments& arguments) {
                                             "--backend",      arguments.backend,
                                             "--provider",     arguments.provider,
                                             "--threads",      arguments.threads,
+                                            "--receive-poll", std::to_string(arguments.receive_poll_us),
                                             "--max-size",     std::to_string(largest),
                                             "--recv-buffers", std::to_string(recv_buffers)};
   ServerChild server(server_arguments);
