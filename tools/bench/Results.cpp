@@ -184,6 +184,9 @@ nlohmann::json report_json(const ClientOptions& options, const std::vector<RunRe
            {"provider", options.backend.backend == NetworkType::LIBFABRIC ? nlohmann::json(options.backend.provider)
                                                                           : nlohmann::json(nullptr)},
            {"threads", threads_name(options.backend.threads)},
+           {"receive_poll_us", options.backend.backend == NetworkType::LIBFABRIC
+                                   ? nlohmann::json(options.backend.receive_poll.count())
+                                   : nlohmann::json(nullptr)},
            {"test", to_string(options.test)},
            {"mode", to_string(options.mode)},
            {"connections", options.connections},
