@@ -119,9 +119,8 @@ struct NetworkConfig {
   /// TCP), e.g. `"sockets"`. Empty: the `FI_PROVIDER` environment variable if set, else the default.
   std::string provider{};
   /// Per connection: the most bytes accepted by send calls but not yet handed to the transport.
-  /// Past it sends return `NO_RESOURCES` (never block, never grow memory beyond it). A program
-  /// that sends large messages from its own thread (SAFE) is faster with room for one or two of
-  /// them: more is queued for the loop thread instead of written at once (docs/performance.md).
+  /// Past it sends return `NO_RESOURCES` (never block, never grow memory beyond it). Its effect on
+  /// throughput depends on the message size (docs/performance.md, 1 MiB from an application thread).
   std::size_t max_unsent_bytes{std::size_t{8} << 20U};
   /// How long a connect may take before it is reported through `on_connection_refused_cb`.
   std::chrono::milliseconds connect_timeout{std::chrono::seconds{10}};
