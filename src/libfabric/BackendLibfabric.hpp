@@ -191,7 +191,7 @@ private:
   void progress_connection(const std::shared_ptr<Connection>& connection, Lock& lock);
   /// After a read of a receiving connection's queue: true if the loop should read it again soon
   /// instead of sleeping on its fd (receive polling, NetworkConfig::receive_poll).
-  bool keep_polling(Connection& connection, bool completed);
+  bool keep_polling(Connection& connection, bool completed, std::chrono::steady_clock::time_point now);
   /// Reads completions until the queue is empty; false when the connection ended meanwhile.
   bool drain_completions(const std::shared_ptr<Connection>& connection, Lock& lock, std::size_t& handled);
   void handle_cq_error(const std::shared_ptr<Connection>& connection);

@@ -357,8 +357,9 @@ void BackendLibfabric::progress_connection(const std::shared_ptr<Connection>& co
   connection->serviced_tick = m_tick;
   std::size_t handled = 0;
   // Receive polling reads the queue here for at most poll_slice before going through the loop, so
-  // that one connection holds neither the loop nor (SAFE mode) the backend's lock for long.
-  const auto slice_end = std::chrono::steady_clock::now() + poll_slice;
+  // that one connection holds neither the loop nor (SAFE mode) the backend's lock for long. Set
+  // when polling starts: the clock is read only while polling.
+  std::chrono::steady_clock::time_point slice_end{};
   for (int round = 0; round < progress_rounds; ++round) {
     const std::size_t handled_before = handled;
     connection->draining = true;
@@ -375,13 +376,20 @@ void BackendLibfabric::progress_connection(const std::shared_ptr<Connection>& co
     if (connection->posted_during_drain) {
       continue; // the provider pushes out what was just posted while its queue is read
     }
-    if (connection->role == Connection::Role::receiver && keep_polling(*connection, handled > handled_before)) {
-      if (std::chrono::steady_clock::now() < slice_end) {
-        --round; // polling is not a progress round
-        continue;
+    const bool completed = handled > handled_before;
+    if (connection->role == Connection::Role::receiver && (connection->polling || !completed)) {
+      const auto now = std::chrono::steady_clock::now();
+      if (keep_polling(*connection, completed, now)) {
+        if (slice_end == std::chrono::steady_clock::time_point{}) {
+          slice_end = now + poll_slice;
+        }
+        if (now < slice_end) {
+          --round; // polling is not a progress round
+          continue;
+        }
+        progress_connection_later(connection); // through the loop: other fds and threads get their turn
+        return;
       }
-      progress_connection_later(connection); // through the loop: other fds and threads get their turn
-      return;
     }
     if (connection->cq_fd < 0) {
       return; // polled by the progress timer
@@ -414,14 +422,13 @@ void BackendLibfabric::progress_connection(const std::shared_ptr<Connection>& co
 // receive_poll) when a completion came within it, halved when none did, so a connection whose data
 // trickles in (a slow link) stops polling; from 0 it grows again when empty wake-ups come closer
 // together than receive_poll.
-bool BackendLibfabric::keep_polling(Connection& connection, bool completed) {
+bool BackendLibfabric::keep_polling(Connection& connection, bool completed, std::chrono::steady_clock::time_point now) {
   using Clock = std::chrono::steady_clock;
   const auto limit = std::chrono::duration_cast<Clock::duration>(m_config.receive_poll);
   if (limit <= Clock::duration::zero()) {
     return false;
   }
   constexpr Clock::duration smallest_budget = std::chrono::microseconds{16};
-  const Clock::time_point now = Clock::now();
   if (connection.polling) {
     if (completed) {
       connection.polling = false;

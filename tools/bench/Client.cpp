@@ -108,13 +108,7 @@ std::vector<EndPointAddress> Client::data_addresses() const {
 
 void Client::start() {
   m_loop = std::make_shared<EpollEventLoop>();
-  NetworkConfig config;
-  config.mode = m_options.backend.provider == "verbs" ? NetworkMode::RDMA : NetworkMode::TCP;
-  config.thread_safety = m_options.backend.threads;
-  config.receive_poll = m_options.backend.receive_poll;
-  if (m_options.backend.backend == NetworkType::LIBFABRIC) {
-    config.provider = m_options.backend.provider;
-  }
+  NetworkConfig config = make_config(m_options.backend);
   config.max_unsent_bytes = m_options.max_unsent_bytes;
   config.on_data_cb = [this](std::span<const std::uint8_t> data) { on_data(data); };
   config.on_connection_established_cb = [this](const EndPointAddress& address) { on_established(address); };

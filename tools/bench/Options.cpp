@@ -19,6 +19,17 @@ std::string lower(std::string_view text) {
 
 } // namespace
 
+NetworkConfig make_config(const BackendOptions& backend) {
+  NetworkConfig config;
+  config.mode = backend.provider == "verbs" ? NetworkMode::RDMA : NetworkMode::TCP;
+  config.thread_safety = backend.threads;
+  config.receive_poll = backend.receive_poll;
+  if (backend.backend == NetworkType::LIBFABRIC) {
+    config.provider = backend.provider;
+  }
+  return config;
+}
+
 std::size_t parse_size(std::string_view text) {
   std::size_t value = 0;
   const char* const begin = text.data();

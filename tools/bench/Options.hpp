@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "Protocol.hpp"
+#include "netio3/NetworkConfig.hpp"
 #include "netio3/Types.hpp"
 
 namespace netio3::bench {
@@ -21,8 +22,11 @@ struct BackendOptions {
   NetworkType backend{NetworkType::ASYNCMSG};
   std::string provider{"tcp"}; ///< libfabric only: tcp, sockets or verbs.
   ThreadSafetyModel threads{ThreadSafetyModel::UNSAFE};
-  std::chrono::microseconds receive_poll{500}; ///< NetworkConfig::receive_poll (libfabric).
+  std::chrono::microseconds receive_poll{NetworkConfig{}.receive_poll}; ///< libfabric only.
 };
+
+/// The NetworkConfig both roles start from: backend, provider, threads, receive_poll.
+[[nodiscard]] NetworkConfig make_config(const BackendOptions& backend);
 
 /// Options of the `server` role.
 struct ServerOptions {

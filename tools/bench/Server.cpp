@@ -29,17 +29,6 @@ extern "C" void handle_stop_signal(int /*signal*/) {
   }
 }
 
-NetworkConfig make_config(const BackendOptions& backend) {
-  NetworkConfig config;
-  config.mode = backend.provider == "verbs" ? NetworkMode::RDMA : NetworkMode::TCP;
-  config.thread_safety = backend.threads;
-  config.receive_poll = backend.receive_poll;
-  if (backend.backend == NetworkType::LIBFABRIC) {
-    config.provider = backend.provider;
-  }
-  return config;
-}
-
 } // namespace
 
 Server::Server(ServerOptions options) : m_options{std::move(options)} {}

@@ -65,7 +65,7 @@ struct Arguments {
   std::size_t buffers{0};
   double warmup{0.1};
   std::string max_unsent{"8m"};
-  std::int64_t receive_poll_us{500};
+  std::int64_t receive_poll_us{NetworkConfig{}.receive_poll.count()};
   bool json{false};
   bool quiet{false};
   std::string connect;
