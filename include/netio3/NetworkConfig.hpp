@@ -134,7 +134,7 @@ struct NetworkConfig {
   /// large message arrived), how long the loop keeps reading its completion queue (between its
   /// other work, never blocking it) before sleeping on the queue's fd again. Each such sleep costs
   /// the sender a wake-up per arriving segment; 1 MiB messages over the `tcp` provider run about
-  /// about 1.3x faster with it. Adaptive per connection: halved after a poll that saw no completion, so a
+  /// 1.3x faster with it. Adaptive per connection: halved after a poll that saw no completion, so a
   /// connection whose data trickles in stops polling. Zero: never poll. Must not be negative.
   std::chrono::microseconds receive_poll{500};
   /// Most connections accepted per listen endpoint at once; further ones are rejected. 0: no limit.
