@@ -133,6 +133,9 @@ TEST_P(Processes, ALinkCutBetweenNamespacesIsNoticedOnBothSides) {
   if (const auto reason = faults::NetnsPair::unavailable_reason()) {
     GTEST_SKIP() << "network namespaces are not available here: " << *reason;
   }
+  if (under_test().mode == NetworkMode::RDMA) {
+    GTEST_SKIP() << "the RDMA device is not on the namespaces' veth link";
+  }
   if (conformance::test_environment().address != "127.0.0.1") {
     GTEST_SKIP() << "runs with the default test address only (it makes its own namespaces)";
   }
