@@ -64,6 +64,11 @@ private:
     std::vector<std::string> unsent; // requests made before the control connection is up
     std::unordered_map<std::uint64_t, TagState> tags;
     std::unordered_set<std::uint64_t> blocked; // messages of these tags are dropped
+    // The verdict for the tag of the previous message: a buffer holds runs of one tag, so the set
+    // is looked up once per run.
+    bool verdict_valid{false};
+    std::uint64_t verdict_tag{0};
+    bool verdict_drop{false};
     EndPointAddress data_listen;
     bool data_connected{false};
     bool lost{false};
@@ -220,8 +225,15 @@ NetioSubscriber::Impl::SessionPointer NetioSubscriber::Impl::create_session(cons
     // The data path: loop thread, no lock (`blocked` changes only on the loop thread).
     receiver.on_data_cb = [raw, on_data = m_config.on_data_cb](std::uint64_t tag, std::span<const std::uint8_t> data,
                                                                std::uint8_t status) {
-      if (!raw->blocked.empty() && raw->blocked.contains(tag)) {
-        return;
+      if (!raw->blocked.empty()) {
+        if (!raw->verdict_valid || raw->verdict_tag != tag) {
+          raw->verdict_valid = true;
+          raw->verdict_tag = tag;
+          raw->verdict_drop = raw->blocked.contains(tag);
+        }
+        if (raw->verdict_drop) {
+          return;
+        }
       }
       on_data(tag, data, status);
     };
@@ -333,11 +345,13 @@ void NetioSubscriber::Impl::apply(const Command& command, Notices& notices) {
   }
   if (command.subscribe) {
     session->blocked.erase(command.tag);
+    session->verdict_valid = false;
     session->tags[command.tag] = TagState::requested;
     send_request(*session, protocol::Subscribe{command.tag});
   } else {
     // Dropped from now on: nothing of the tag reaches the user after the acknowledgement.
     session->blocked.insert(command.tag);
+    session->verdict_valid = false;
     session->tags[command.tag] = TagState::unsubscribing;
     send_request(*session, protocol::Unsubscribe{command.tag});
   }
