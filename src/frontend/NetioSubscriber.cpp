@@ -57,6 +57,7 @@ private:
   struct Session {
     EndPointAddress publisher;
     std::string local_ip;        // where the data listener listens
+    std::string advertised_host; // the literal told to the publisher; empty: the control connection's local address
     std::uint64_t receive_limit; // of the data listener
     std::unique_ptr<NetioReceiver> receiver;
     // Loop thread only:
@@ -212,6 +213,11 @@ NetioSubscriber::Impl::SessionPointer NetioSubscriber::Impl::create_session(cons
   // An unspecified IPv4 listener cannot be reached through an IPv6 control connection.
   session->local_ip = (m_local_ip == "0.0.0.0" && resolved.family == AF_INET6) ? std::string{"::"} : m_local_ip;
   session->receive_limit = params.buf_size;
+  if (!is_unspecified(session->local_ip)) {
+    // The publisher accepts a literal only (it must not resolve names on its loop).
+    session->advertised_host =
+        detail::to_endpoint_address(detail::resolve(EndPointAddress{session->local_ip, 0}, true).get()).address();
+  }
   NetioReceiverConfig receiver;
   receiver.backend_type = m_config.backend_type;
   receiver.backend_mode = m_config.backend_mode;
@@ -387,8 +393,8 @@ void NetioSubscriber::Impl::start_control(Session& session, Notices& notices) {
 }
 
 void NetioSubscriber::Impl::on_connected(Session& session) {
-  std::string data_host = session.local_ip;
-  if (is_unspecified(data_host)) {
+  std::string data_host = session.advertised_host;
+  if (data_host.empty()) {
     data_host = session.control->local_address().address(); // the interface that reaches the publisher
   }
   session.control->send(protocol::format(

@@ -86,7 +86,11 @@ std::optional<Hello> parse_hello(const Json& object, std::string& error) {
     return std::nullopt;
   }
   try {
-    (void)EndPointAddress{*host, static_cast<std::uint16_t>(*port)};
+    // A literal: the publisher must not block its loop resolving a name a subscriber sent.
+    if (!EndPointAddress{*host, static_cast<std::uint16_t>(*port)}.is_literal()) {
+      error = "data_host \"" + *host + "\" is not an IP address";
+      return std::nullopt;
+    }
   } catch (const InvalidEndpointAddress& invalid) {
     error = std::string{"data_host: "} + invalid.what();
     return std::nullopt;

@@ -48,6 +48,7 @@ TEST(SubscriptionProtocol, RejectsGarbageWithAReason) {
       {R"({"op":"hello","version":1,"data_host":"127.0.0.1","data_port":70000,"receive_limit":1})", "not a port"},
       {R"({"op":"hello","version":1,"data_host":"300.1.1.1","data_port":1,"receive_limit":1})", "data_host"},
       {R"({"op":"hello","version":1,"data_host":"127.0.0.1","data_port":1,"receive_limit":0})", "receive_limit"},
+      {R"({"op":"hello","version":1,"data_host":"localhost","data_port":1,"receive_limit":1})", "not an IP address"},
       {std::string(max_line_size + 1, ' '), "longer than the limit"},
       {std::string(2000, '[') + std::string(2000, ']'), "a JSON array"},
   };
