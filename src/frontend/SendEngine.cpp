@@ -119,9 +119,22 @@ void SendEngine::open(const EndPointAddress& address, std::size_t receive_limit,
 void SendEngine::close(const EndPointAddress& address) {
   {
     const std::lock_guard lock{m_mutex};
-    if (!m_channels.contains(address)) {
+    const auto found = m_channels.find(address);
+    if (found == m_channels.end()) {
       throw UnknownSendEndpoint(m_config.owner + ": no connection to " + address.to_string());
     }
+    // Out of the map at once, so that the address may be connected again when this returns (as
+    // the backend allows); the backend reports this connection's close before anything of a new
+    // one, and that report finds it here.
+    Channel& channel = *found->second;
+    m_flush_list.remove(channel);
+    m_retry_list.remove(channel);
+    if (m_events.erasing) {
+      m_events.erasing(channel);
+    }
+    m_closing[address] = std::move(found->second);
+    m_channels.erase(found);
+    m_last_found = nullptr;
   }
   m_backend->close_send_endpoint(address);
 }
@@ -194,6 +207,12 @@ void SendEngine::on_send_completed(const EndPointAddress& address, std::uint64_t
 
 std::vector<std::uint64_t> SendEngine::erase_channel(const EndPointAddress& address) {
   std::vector<std::uint64_t> keys;
+  if (const auto closing = m_closing.find(address); closing != m_closing.end()) {
+    // Closed by close(): already out of every list and map.
+    closing->second->queued.drain_into([&keys](const QueuedZeroCopy& send) { keys.push_back(send.key); });
+    m_closing.erase(closing);
+    return keys;
+  }
   const auto found = m_channels.find(address);
   if (found == m_channels.end()) {
     return keys;
@@ -462,7 +481,7 @@ void SendEngine::on_signal() {
   }
   for (const EndPointAddress& address : to_close) {
     try {
-      m_backend->close_send_endpoint(address);
+      close(address);
     } catch (const std::exception& error) {
       NETIO3_LOG_DEBUG("{}: closing {}: {}", m_config.owner, address.to_string(), error.what());
     }

@@ -121,7 +121,8 @@ public:
   /// stored in the channel before the backend can report anything for it.
   /// @throws as `NetworkBackend::open_send_endpoint`
   void open(const EndPointAddress& address, std::size_t receive_limit = SIZE_MAX, void* user = nullptr);
-  /// Closes the backend's send endpoint; `events.closed` follows.
+  /// Closes the backend's send endpoint; `events.closed` follows. The channel leaves at once (and
+  /// `events.erasing` is invoked): the address may be opened again when this returns.
   /// @throws as `NetworkBackend::close_send_endpoint`
   void close(const EndPointAddress& address);
   /// From now on no event is invoked and no timer armed (called first by the owner's destructor).
@@ -183,6 +184,7 @@ private:
   bool m_shut_down{false};
 
   std::unordered_map<EndPointAddress, std::unique_ptr<Channel>> m_channels;
+  std::unordered_map<EndPointAddress, std::unique_ptr<Channel>> m_closing; // close() called, close not reported yet
   // One-entry cache of `find`: sends to one destination in a row skip the hash of its address.
   Channel* m_last_found{nullptr};
 

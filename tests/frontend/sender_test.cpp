@@ -245,6 +245,22 @@ TEST_P(Sender, ClosingReturnsEveryPendingZeroCopyKeyOnce) {
   EXPECT_EQ(std::set<std::uint64_t>(all.begin(), all.end()).size(), accepted) << "a key was reported twice";
 }
 
+TEST_P(Sender, AReceiverCanBeConnectedAgainAsSoonAsDisconnectReturns) {
+  auto pair = make_pair(sender_config(SendMethod::BUFFERED));
+  for (std::uint64_t round = 0; round < 3; ++round) {
+    const auto payload = make_payload(20 + round, 0, 32);
+    ASSERT_EQ(pair->sender->send(pair->address, 20 + round, payload), NetioStatus::OK);
+    ASSERT_EQ(pair->sender->flush(pair->address), NetioStatus::OK);
+    ASSERT_TRUE(pair->collector.wait([&](Collector& c) { return c.received_unlocked(20 + round) == 1; }));
+    pair->sender->disconnect(pair->address);
+    pair->sender->connect(pair->address); // the backend allows it once close returns; so does the sender
+    ASSERT_TRUE(eventually([&] { return pair->established.load() == static_cast<int>(round) + 2; }))
+        << "round " << round;
+  }
+  EXPECT_TRUE(eventually([&] { return pair->closed.load() == 3; }));
+  EXPECT_TRUE(pair->collector.errors().empty()) << pair->collector.errors().front();
+}
+
 TEST_P(Sender, InvalidConfigurationsAreRefusedAtConstruction) {
   LoopThread& loop = make_loop();
   NetioSenderConfig config = sender_config(SendMethod::BUFFERED);
