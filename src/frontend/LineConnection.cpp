@@ -90,6 +90,17 @@ void LineConnection::close() noexcept {
   m_closed = true;
 }
 
+void LineConnection::finish(std::string_view line, std::chrono::milliseconds linger) {
+  if (m_closed || m_finishing) {
+    return;
+  }
+  send(line);
+  m_finishing = true;
+  m_connect_timer = m_loop->create_timer([this] { fail("finished"); });
+  m_connect_timer.start_once(linger.count() > 0 ? std::chrono::nanoseconds{linger} : std::chrono::nanoseconds{1});
+  (void)write_now(); // shuts the write side down once everything is out
+}
+
 void LineConnection::stop_watching() noexcept {
   m_connect_timer.reset();
   if (m_fd >= 0 && m_watched) {
@@ -156,6 +167,10 @@ bool LineConnection::write_now() noexcept {
   }
   m_output.clear();
   m_output_sent = 0;
+  if (m_finishing && !m_write_shut && m_fd >= 0) {
+    m_write_shut = true;
+    (void)::shutdown(m_fd, SHUT_WR); // the peer reads the last line, then EOF
+  }
   if (m_write_interest && m_connected && m_fd >= 0 && m_watched) {
     m_write_interest = false;
     m_loop->set_write_interest(m_fd, false);
@@ -211,15 +226,18 @@ void LineConnection::on_readable() {
   for (;;) {
     const ssize_t received = ::recv(m_fd, chunk, sizeof(chunk), MSG_DONTWAIT);
     if (received == 0) {
-      fail("the peer closed the connection");
+      fail(m_finishing ? "finished" : "the peer closed the connection");
       return;
     }
     if (received < 0) {
       if (would_block(errno)) {
         return;
       }
-      fail("receive failed: " + errno_text(errno));
+      fail(m_finishing ? "finished" : "receive failed: " + errno_text(errno));
       return;
+    }
+    if (m_finishing) {
+      continue; // the peer's last requests: dropped unread
     }
     std::size_t start = 0;
     const std::string_view data{chunk, static_cast<std::size_t>(received)};

@@ -57,6 +57,14 @@ public:
   void send(std::string_view line);
   /// Ends the connection without reporting `closed`.
   void close() noexcept;
+  /// Sends `line` as the last one and ends the connection gracefully: the write side is shut down
+  /// once everything is written, what the peer still sends is read and dropped until it closes
+  /// (or `linger` passes), then `closed` is reported. Closing at once instead, with the peer's
+  /// requests unread, would make the kernel reset the connection, and the peer could lose the
+  /// last line.
+  void finish(std::string_view line, std::chrono::milliseconds linger = std::chrono::seconds{2});
+  /// True after `finish`.
+  [[nodiscard]] bool is_finishing() const noexcept { return m_finishing; }
   /// True once connected (accepted connections: from the start) and until closed.
   [[nodiscard]] bool connected() const noexcept { return m_connected && !m_closed; }
   [[nodiscard]] bool is_closed() const noexcept { return m_closed; }
@@ -87,11 +95,13 @@ private:
   bool m_closed{false};
   bool m_write_interest{false};
   bool m_watched{true};
+  bool m_finishing{false};
+  bool m_write_shut{false};
   std::string m_input;           // the start of a line whose newline has not arrived
   std::string m_pending_failure; // found inside a call, reported from the loop
   std::string m_output;
   std::size_t m_output_sent{0};
-  EventTimerHandle m_connect_timer;
+  EventTimerHandle m_connect_timer; // outgoing: the connect deadline; after finish(): the linger
 };
 
 /// A listening TCP socket on the loop; hands each accepted socket to `on_accept`.

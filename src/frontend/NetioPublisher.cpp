@@ -363,6 +363,7 @@ void NetioPublisher::Impl::accept(int fd, const EndPointAddress& peer) {
     const std::lock_guard handler_lock{m_control_mutex};
     if (!m_shutting_down) {
       drop(subscriber, "its control connection ended: " + reason);
+      m_reaper.fire(); // also when it had been dropped before and only finished now
     }
   };
   detail::LineConnection::Limits limits;
@@ -491,8 +492,7 @@ void NetioPublisher::Impl::remove_tags(Subscriber& subscriber) {
 void NetioPublisher::Impl::refuse_connection(Subscriber& subscriber, const std::string& reason) {
   NETIO3_LOG_WARNING("NetioPublisher: closing the control connection from {}: {}", subscriber.peer.to_string(), reason);
   if (subscriber.control && subscriber.control->connected()) {
-    subscriber.control->send(protocol::format(protocol::Reply{protocol::Error{reason}}));
-    (void)subscriber.control->write_now();
+    subscriber.control->finish(protocol::format(protocol::Reply{protocol::Error{reason}}));
   }
   drop(subscriber, reason);
 }
@@ -507,7 +507,7 @@ void NetioPublisher::Impl::drop(Subscriber& subscriber, const std::string& reaso
     const std::lock_guard lock{m_engine->mutex()};
     remove_tags(subscriber);
   }
-  if (subscriber.control) {
+  if (subscriber.control && !subscriber.control->is_finishing()) {
     subscriber.control->close();
   }
   if (subscriber.data_open && subscriber.data_address) {
@@ -535,7 +535,7 @@ void NetioPublisher::Impl::reap() {
   }
   // A dropped subscriber goes once its data channel is gone (its close reported by the engine).
   std::erase_if(m_subscribers, [this](const Subscriber& subscriber) {
-    if (!subscriber.dropped || subscriber.data_open) {
+    if (!subscriber.dropped || subscriber.data_open || (subscriber.control && !subscriber.control->is_closed())) {
       return false;
     }
     --m_control_connections;

@@ -482,7 +482,7 @@ TEST_P(PubSub, GarbageOnTheSubscriptionPortClosesOnlyThatConnection) {
   auto publisher = make_publisher(publisher_config(SendMethod::BUFFERED));
   auto sub = make_subscriber();
   subscribe_all(*sub, *publisher, {3});
-  const std::vector<std::pair<std::string, std::string>> cases{
+  std::vector<std::pair<std::string, std::string>> cases{
       {"\x16\x03\x01 hello?\n", "not JSON"},
       {R"({"op":"subscribe","tag":1})"
        "\n",
@@ -495,6 +495,13 @@ TEST_P(PubSub, GarbageOnTheSubscriptionPortClosesOnlyThatConnection) {
        "\n",
        "version 9"},
   };
+  // Requests keep coming after the one that is refused: the publisher must still deliver its
+  // error line and end with a clean close, not a reset that would discard the line.
+  std::string flood;
+  for (int line = 0; line < 3000; ++line) {
+    flood += "{\"op\":\"subscribe\",\"tag\":1}\n";
+  }
+  cases.emplace_back(flood, "before the hello");
   for (const auto& [garbage, reason] : cases) {
     RawClient client{publisher->address()};
     client.send(garbage);
