@@ -178,12 +178,19 @@ bool LineConnection::write_now() noexcept {
   return true;
 }
 
-void LineConnection::on_writable() {
+bool LineConnection::report_pending_failure() {
   if (m_closed) {
-    return;
+    return true;
   }
-  if (!m_pending_failure.empty()) {
-    fail(m_pending_failure);
+  if (m_pending_failure.empty()) {
+    return false;
+  }
+  fail(m_pending_failure);
+  return true;
+}
+
+void LineConnection::on_writable() {
+  if (report_pending_failure()) {
     return;
   }
   if (!m_connected) {
@@ -209,11 +216,7 @@ void LineConnection::finish_connect() {
 }
 
 void LineConnection::on_readable() {
-  if (m_closed) {
-    return;
-  }
-  if (!m_pending_failure.empty()) {
-    fail(m_pending_failure);
+  if (report_pending_failure()) {
     return;
   }
   if (!m_connected) {

@@ -84,6 +84,8 @@ private:
   void on_readable();
   void on_writable();
   void finish_connect();
+  /// True (and reported) when the connection is closed or failed inside a call.
+  bool report_pending_failure();
   void fail(const std::string& reason);
 
   std::shared_ptr<BaseEventLoop> m_loop;

@@ -27,30 +27,6 @@ namespace netio3 {
 namespace protocol = detail::subscription;
 using detail::Channel;
 
-namespace {
-
-detail::SendEngineConfig engine_config(const NetioPublisherConfig& config) {
-  detail::SendEngineConfig engine;
-  engine.backend_type = config.backend_type;
-  engine.backend_mode = config.backend_mode;
-  engine.thread_safety = config.thread_safety;
-  engine.method = config.method;
-  engine.buffersize = config.buffersize;
-  engine.nbuffers = config.nbuffers;
-  engine.flush_interval = config.flush_interval;
-  engine.mr_start = config.mr_start;
-  engine.mr_size = config.mr_size;
-  engine.provider = config.provider;
-  engine.max_unsent_bytes = config.max_unsent_bytes;
-  engine.connect_timeout = config.connect_timeout;
-  engine.peer_timeout = config.peer_timeout;
-  engine.zero_copy_queue = std::max<std::size_t>(config.nbuffers, 1); // makes a fan-out all-or-nothing
-  engine.owner = "NetioPublisher";
-  return engine;
-}
-
-} // namespace
-
 class NetioPublisher::Impl {
 public:
   Impl(const NetioPublisherConfig& config, std::shared_ptr<BaseEventLoop> loop, const EndPointAddress& local);
@@ -104,8 +80,9 @@ private:
   void refuse_connection(Subscriber& subscriber, const std::string& reason);
   void drop(Subscriber& subscriber, const std::string& reason);
   void reap();
-  void add_tag(Subscriber& subscriber, std::uint64_t tag); // engine lock held
-  void remove_tags(Subscriber& subscriber);                // engine lock held
+  void add_tag(Subscriber& subscriber, std::uint64_t tag);   // engine lock held
+  void remove_tags(Subscriber& subscriber);                  // engine lock held
+  void remove_from_tag(std::uint64_t tag, Channel* channel); // engine lock held
   Subscriber* by_data_address(const EndPointAddress& address);
 
   // Engine events.
@@ -175,7 +152,10 @@ NetioPublisher::Impl::Impl(const NetioPublisherConfig& config, std::shared_ptr<B
   events.send_completed = [this](const EndPointAddress&, std::uint64_t slot) { on_send_completed(slot); };
   events.erasing = [this](Channel& channel) { on_erasing(channel); };
   m_reaper = m_loop->create_signal([this] { reap(); });
-  m_engine = std::make_unique<detail::SendEngine>(engine_config(m_config), m_loop, std::move(events));
+  // Up to nbuffers zero-copy sends per subscriber may wait: that makes a fan-out all-or-nothing.
+  m_engine = std::make_unique<detail::SendEngine>(
+      detail::make_engine_config(m_config, "NetioPublisher", std::max<std::size_t>(m_config.nbuffers, 1)), m_loop,
+      std::move(events));
   m_listener = std::make_unique<detail::LineListener>(
       m_loop, local, [this](int fd, const EndPointAddress& peer) { accept(fd, peer); });
 }
@@ -452,16 +432,23 @@ void NetioPublisher::Impl::on_unsubscribe(Subscriber& subscriber, std::uint64_t 
   std::erase(subscriber.waiting, tag);
   if (subscriber.tags.erase(tag) > 0) {
     const std::lock_guard lock{m_engine->mutex()};
-    const auto found = m_tags.find(tag);
-    if (found != m_tags.end()) {
-      std::erase(found->second, subscriber.channel);
-      if (found->second.empty()) {
-        m_tags.erase(found);
-        m_cached_channels = nullptr;
-      }
-    }
+    remove_from_tag(tag, subscriber.channel);
   }
   subscriber.control->send(protocol::format(protocol::Reply{protocol::Unsubscribed{tag}}));
+}
+
+void NetioPublisher::Impl::remove_from_tag(std::uint64_t tag, Channel* channel) {
+  const auto found = m_tags.find(tag);
+  if (found == m_tags.end()) {
+    return;
+  }
+  std::erase(found->second, channel);
+  if (found->second.empty()) {
+    if (m_cached_channels == &found->second) {
+      m_cached_channels = nullptr;
+    }
+    m_tags.erase(found);
+  }
 }
 
 void NetioPublisher::Impl::add_tag(Subscriber& subscriber, std::uint64_t tag) {
@@ -476,15 +463,8 @@ void NetioPublisher::Impl::remove_tags(Subscriber& subscriber) {
     return;
   }
   for (const std::uint64_t tag : subscriber.tags) {
-    const auto found = m_tags.find(tag);
-    if (found != m_tags.end()) {
-      std::erase(found->second, subscriber.channel);
-      if (found->second.empty()) {
-        m_tags.erase(found);
-      }
-    }
+    remove_from_tag(tag, subscriber.channel);
   }
-  m_cached_channels = nullptr;
   subscriber.channel = nullptr;
   --m_established_subscribers;
 }

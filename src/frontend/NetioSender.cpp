@@ -8,26 +8,6 @@ namespace netio3 {
 
 namespace {
 
-detail::SendEngineConfig engine_config(const NetioSenderConfig& config) {
-  detail::SendEngineConfig engine;
-  engine.backend_type = config.backend_type;
-  engine.backend_mode = config.backend_mode;
-  engine.thread_safety = config.thread_safety;
-  engine.method = config.method;
-  engine.buffersize = config.buffersize;
-  engine.nbuffers = config.nbuffers;
-  engine.flush_interval = config.flush_interval;
-  engine.mr_start = config.mr_start;
-  engine.mr_size = config.mr_size;
-  engine.provider = config.provider;
-  engine.max_unsent_bytes = config.max_unsent_bytes;
-  engine.connect_timeout = config.connect_timeout;
-  engine.peer_timeout = config.peer_timeout;
-  engine.zero_copy_queue = 0; // one destination: the backend's own backpressure, as it is
-  engine.owner = "NetioSender";
-  return engine;
-}
-
 detail::SendEngineEvents engine_events(const NetioSenderConfig& config) {
   detail::SendEngineEvents events;
   events.established = config.on_connection_established_cb;
@@ -42,7 +22,9 @@ detail::SendEngineEvents engine_events(const NetioSenderConfig& config) {
 } // namespace
 
 NetioSender::NetioSender(const NetioSenderConfig& config, std::shared_ptr<BaseEventLoop> loop)
-  : m_engine{std::make_unique<detail::SendEngine>(engine_config(config), std::move(loop), engine_events(config))} {}
+  : m_engine{std::make_unique<detail::SendEngine>(
+        // One destination: the backend's own backpressure as it is, nothing queued in the engine.
+        detail::make_engine_config(config, "NetioSender", 0), std::move(loop), engine_events(config))} {}
 
 NetioSender::~NetioSender() = default;
 

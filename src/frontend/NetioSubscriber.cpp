@@ -86,6 +86,8 @@ private:
   /// Callbacks to the user collected under the control mutex and invoked after it is released.
   using Notices = std::vector<std::function<void()>>;
 
+  /// The live session of `publisher` (or null), and whether the command queue is full.
+  SessionPointer find_session(const EndPointAddress& publisher, bool& queue_full);
   SessionPointer create_session(const EndPointAddress& publisher, const ConnectionParametersRecv& params);
   NetioStatus queue(Command command);
   void on_signal();
@@ -166,18 +168,20 @@ NetioSubscriber::Impl::~Impl() {
 
 // --- calls from any thread ----------------------------------------------------------------------
 
+NetioSubscriber::Impl::SessionPointer NetioSubscriber::Impl::find_session(const EndPointAddress& publisher,
+                                                                          bool& queue_full) {
+  const std::lock_guard lock{m_command_mutex};
+  queue_full = m_commands.size() >= max_queued_commands;
+  const auto found = m_by_publisher.find(publisher);
+  return found != m_by_publisher.end() ? found->second : nullptr;
+}
+
 NetioStatus NetioSubscriber::Impl::subscribe(std::uint64_t tag, const EndPointAddress& publisher,
                                              const ConnectionParametersRecv& params) {
-  SessionPointer session;
-  {
-    const std::lock_guard lock{m_command_mutex};
-    if (m_commands.size() >= max_queued_commands) {
-      return NetioStatus::NO_RESOURCES;
-    }
-    const auto found = m_by_publisher.find(publisher);
-    if (found != m_by_publisher.end()) {
-      session = found->second;
-    }
+  bool full = false;
+  SessionPointer session = find_session(publisher, full);
+  if (full) {
+    return NetioStatus::NO_RESOURCES;
   }
   if (!session) {
     // The first subscription to this publisher: its data listener, outside the lock (a backend is
@@ -191,16 +195,10 @@ NetioStatus NetioSubscriber::Impl::subscribe(std::uint64_t tag, const EndPointAd
 }
 
 NetioStatus NetioSubscriber::Impl::unsubscribe(std::uint64_t tag, const EndPointAddress& publisher) {
-  SessionPointer session;
-  {
-    const std::lock_guard lock{m_command_mutex};
-    if (m_commands.size() >= max_queued_commands) {
-      return NetioStatus::NO_RESOURCES;
-    }
-    const auto found = m_by_publisher.find(publisher);
-    if (found != m_by_publisher.end()) {
-      session = found->second;
-    }
+  bool full = false;
+  SessionPointer session = find_session(publisher, full);
+  if (full) {
+    return NetioStatus::NO_RESOURCES;
   }
   return queue(Command{false, tag, publisher, std::move(session)});
 }

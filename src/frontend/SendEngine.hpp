@@ -53,6 +53,30 @@ struct SendEngineConfig {
 
 class Channel;
 
+/// The engine's settings from a public configuration (`NetioSenderConfig`, `NetioPublisherConfig`:
+/// the same field names), for `owner`, with `zero_copy_queue` sends per channel allowed to wait.
+template <typename PublicConfig>
+[[nodiscard]] SendEngineConfig make_engine_config(const PublicConfig& config, std::string owner,
+                                                  std::size_t zero_copy_queue) {
+  SendEngineConfig engine;
+  engine.backend_type = config.backend_type;
+  engine.backend_mode = config.backend_mode;
+  engine.thread_safety = config.thread_safety;
+  engine.method = config.method;
+  engine.buffersize = config.buffersize;
+  engine.nbuffers = config.nbuffers;
+  engine.flush_interval = config.flush_interval;
+  engine.mr_start = config.mr_start;
+  engine.mr_size = config.mr_size;
+  engine.provider = config.provider;
+  engine.max_unsent_bytes = config.max_unsent_bytes;
+  engine.connect_timeout = config.connect_timeout;
+  engine.peer_timeout = config.peer_timeout;
+  engine.zero_copy_queue = zero_copy_queue;
+  engine.owner = std::move(owner);
+  return engine;
+}
+
 /// Connection events, invoked on the loop thread without the engine's lock. `closed` carries the
 /// keys of ZERO_COPY sends not completed (the backend's and those still queued in the engine).
 struct SendEngineEvents {

@@ -223,23 +223,35 @@ conformance::AlignedMemory& FrontendTest::make_region(std::size_t size) {
   return *m_regions.back();
 }
 
+namespace {
+
+/// A frontend configuration with the backend under test.
+template <typename Config>
+Config for_backend(const BackendUnderTest& backend) {
+  Config config;
+  config.backend_type = backend.type;
+  config.backend_mode = backend.mode;
+  config.provider = backend.provider;
+  return config;
+}
+
+OnTaggedDataCb collect_into(Collector& collector) {
+  return [&collector](std::uint64_t tag, std::span<const std::uint8_t> data, std::uint8_t status) {
+    collector.on_data(tag, data, status);
+  };
+}
+
+} // namespace
+
 NetioPublisherConfig FrontendTest::publisher_config(SendMethod method) const {
-  NetioPublisherConfig config;
-  config.backend_type = under_test().type;
-  config.backend_mode = under_test().mode;
-  config.provider = under_test().provider;
+  auto config = for_backend<NetioPublisherConfig>(under_test());
   config.method = method;
   return config;
 }
 
 NetioSubscriberConfig FrontendTest::subscriber_config(Collector& collector) const {
-  NetioSubscriberConfig config;
-  config.backend_type = under_test().type;
-  config.backend_mode = under_test().mode;
-  config.provider = under_test().provider;
-  config.on_data_cb = [&collector](std::uint64_t tag, std::span<const std::uint8_t> data, std::uint8_t status) {
-    collector.on_data(tag, data, status);
-  };
+  auto config = for_backend<NetioSubscriberConfig>(under_test());
+  config.on_data_cb = collect_into(collector);
   config.on_subscribed_cb = [&collector](std::uint64_t tag, const EndPointAddress&) { collector.on_subscribed(tag); };
   config.on_unsubscribed_cb = [&collector](std::uint64_t tag, const EndPointAddress&) {
     collector.on_unsubscribed(tag);
@@ -253,22 +265,14 @@ NetioSubscriberConfig FrontendTest::subscriber_config(Collector& collector) cons
 }
 
 NetioSenderConfig FrontendTest::sender_config(SendMethod method) const {
-  NetioSenderConfig config;
-  config.backend_type = under_test().type;
-  config.backend_mode = under_test().mode;
-  config.provider = under_test().provider;
+  auto config = for_backend<NetioSenderConfig>(under_test());
   config.method = method;
   return config;
 }
 
 NetioReceiverConfig FrontendTest::receiver_config(Collector& collector) const {
-  NetioReceiverConfig config;
-  config.backend_type = under_test().type;
-  config.backend_mode = under_test().mode;
-  config.provider = under_test().provider;
-  config.on_data_cb = [&collector](std::uint64_t tag, std::span<const std::uint8_t> data, std::uint8_t status) {
-    collector.on_data(tag, data, status);
-  };
+  auto config = for_backend<NetioReceiverConfig>(under_test());
+  config.on_data_cb = collect_into(collector);
   return config;
 }
 

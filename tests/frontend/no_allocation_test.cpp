@@ -1,90 +1,16 @@
 // No heap allocation per message in steady state, in publish and in delivery, for every send
-// method: this binary replaces the global operator new/delete with counting versions; after a
+// method: this binary replaces the global operator new/delete with counting versions (netio3-bench's
+// AllocationCounter); after a
 // warm-up, a long run of published and delivered messages must not add allocations in proportion
 // to their number (a few for a new high-water mark of some queue are allowed).
 
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <cstdlib>
-#include <new>
 #include <thread>
 
+#include "bench/AllocationCounter.hpp"
 #include "frontend/FrontendFixture.hpp"
-
-namespace {
-
-std::atomic<std::size_t> allocation_count{0};
-
-void* counted_allocation(std::size_t size) {
-  allocation_count.fetch_add(1, std::memory_order_relaxed);
-  if (void* memory = std::malloc(size == 0 ? 1 : size)) {
-    return memory;
-  }
-  throw std::bad_alloc();
-}
-
-void* counted_aligned_allocation(std::size_t size, std::align_val_t alignment) {
-  allocation_count.fetch_add(1, std::memory_order_relaxed);
-  const auto align = static_cast<std::size_t>(alignment);
-  if (void* memory = std::aligned_alloc(align, (size + align - 1) / align * align)) {
-    return memory;
-  }
-  throw std::bad_alloc();
-}
-
-} // namespace
-
-void* operator new(std::size_t size) {
-  return counted_allocation(size);
-}
-void* operator new[](std::size_t size) {
-  return counted_allocation(size);
-}
-void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
-  try {
-    return counted_allocation(size);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
-  try {
-    return counted_allocation(size);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new(std::size_t size, std::align_val_t alignment) {
-  return counted_aligned_allocation(size, alignment);
-}
-void* operator new[](std::size_t size, std::align_val_t alignment) {
-  return counted_aligned_allocation(size, alignment);
-}
-void operator delete(void* memory) noexcept {
-  std::free(memory);
-}
-void operator delete[](void* memory) noexcept {
-  std::free(memory);
-}
-void operator delete(void* memory, std::size_t) noexcept {
-  std::free(memory);
-}
-void operator delete[](void* memory, std::size_t) noexcept {
-  std::free(memory);
-}
-void operator delete(void* memory, std::align_val_t) noexcept {
-  std::free(memory);
-}
-void operator delete[](void* memory, std::align_val_t) noexcept {
-  std::free(memory);
-}
-void operator delete(void* memory, std::size_t, std::align_val_t) noexcept {
-  std::free(memory);
-}
-void operator delete[](void* memory, std::size_t, std::align_val_t) noexcept {
-  std::free(memory);
-}
 
 namespace netio3::frontend_test {
 namespace {
@@ -137,10 +63,10 @@ TEST_P(NoAllocation, PublishAndDeliveryAllocateNothingPerMessage) {
     };
     const bool buffered = method == SendMethod::BUFFERED;   // one send per message otherwise: fewer suffice
     run(buffered ? count(20000, 2000) : count(4000, 1000)); // warm-up: queues and maps reach their sizes
-    const std::size_t before = allocation_count.load();
+    const std::size_t before = bench::allocation_count();
     const std::uint64_t measured = buffered ? count(100000, 20000) : count(20000, 4000);
     run(measured);
-    const std::size_t allocations = allocation_count.load() - before;
+    const std::size_t allocations = bench::allocation_count() - before;
     EXPECT_LE(allocations, allowed_allocations) << allocations << " allocations for " << measured << " messages";
     RecordProperty(std::string{"allocations_"} + std::string{to_string(method)}, std::to_string(allocations));
   }
