@@ -133,7 +133,11 @@ EndPointAddress EndPointAddress::parse(std::string_view host_and_port) {
   if (port > 65535) {
     return fail("the port " + port_text + " is above 65535");
   }
-  return EndPointAddress{std::move(host), static_cast<std::uint16_t>(port)};
+  try {
+    return EndPointAddress{std::move(host), static_cast<std::uint16_t>(port)};
+  } catch (const InvalidEndpointAddress& error) {
+    return fail(error.what());
+  }
 }
 
 bool EndPointAddress::is_ipv6() const noexcept {
