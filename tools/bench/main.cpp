@@ -41,6 +41,14 @@ Roles:
   server   the receiving side; prints "listening on ADDRESS:PORT"
   client   the sending side; connects to a server and prints the results
 
+Addresses: IPv4 or IPv6 literals or host names ("--host ::1", "--connect [::1]:5555",
+"--connect [fe80::1%eth0]:5555", "--connect localhost:5555": each address of a name is tried in
+turn). The server sends its replies (ready, pongs, results) over a connection of its own back to the
+client's reply listener, at the address it sees the client's data connection come from: the client
+listens on 127.0.0.1 and/or ::1 for a loopback server, else on :: (and 0.0.0.0), in the families of
+the server's addresses. A reply connection that cannot connect ends the run within seconds at both
+ends, each saying what could not reach what.
+
 Examples:
   netio3-bench run --sizes 64,4k,64k,1m --duration 1
   netio3-bench run --mode buffered --size 64 --messages 5000000
