@@ -566,7 +566,10 @@ void BackendLibfabric::connect_attempt_failed(const std::shared_ptr<Connection>&
       next->params = connection->params;
       next->untried_addresses = std::move(candidates);
       next->failed_attempts = failures;
-      begin_close(connection, CloseNotice::none, why + "; trying " + trying);
+      std::string reason = why;
+      reason += "; trying ";
+      reason += trying;
+      begin_close(connection, CloseNotice::none, reason);
       current->second = next;
       NETIO3_LOG_DEBUG("libfabric: connecting to {} at {} (after {})", connection->address.to_string(), trying,
                        failures);
