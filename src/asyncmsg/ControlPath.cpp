@@ -17,47 +17,13 @@
 
 #include "asyncmsg/BackendAsyncmsg.hpp"
 #include "core/Resolve.hpp"
+#include "core/SocketOptions.hpp"
 
 namespace netio3::asyncmsg {
 
 namespace {
 
 using detail::errno_text;
-
-/// Options every connection socket gets: no Nagle delay (messages are batched by the queue, not
-/// by the kernel), and dead-peer detection within `peer_timeout` (keepalive probes for idle
-/// connections, TCP_USER_TIMEOUT for unacknowledged data).
-void configure_connection_socket(int fd, std::chrono::milliseconds peer_timeout, const EndPointAddress& peer) {
-  const auto set = [&](int level, int name, int value, const char* what) {
-    if (::setsockopt(fd, level, name, &value, sizeof(value)) != 0) {
-      NETIO3_LOG_WARNING("asyncmsg: setting {} on the connection with {} failed: {}", what, peer.to_string(),
-                         errno_text(errno));
-    }
-  };
-  set(IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
-  if (peer_timeout.count() > 0) {
-    const auto millis = peer_timeout.count();
-    // Keepalive has a granularity of seconds: idle for half the timeout, then three probes over
-    // the other half.
-    const int idle = static_cast<int>(std::max<std::int64_t>(1, millis / 2000));
-    const int interval = static_cast<int>(std::max<std::int64_t>(1, millis / 6000));
-    set(SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE");
-    set(IPPROTO_TCP, TCP_KEEPIDLE, idle, "TCP_KEEPIDLE");
-    set(IPPROTO_TCP, TCP_KEEPINTVL, interval, "TCP_KEEPINTVL");
-    set(IPPROTO_TCP, TCP_KEEPCNT, 3, "TCP_KEEPCNT");
-    set(IPPROTO_TCP, TCP_USER_TIMEOUT, static_cast<int>(std::min<std::int64_t>(millis, INT32_MAX)), "TCP_USER_TIMEOUT");
-  }
-}
-
-/// The pending error of a socket (SO_ERROR), 0 when there is none.
-int socket_error(int fd) {
-  int error = 0;
-  socklen_t length = sizeof(error);
-  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) {
-    return errno;
-  }
-  return error;
-}
 
 /// Errors of a non-blocking connect that mean "nobody there" rather than a local failure.
 bool is_unreachable_error(int error) {
@@ -150,7 +116,7 @@ bool BackendAsyncmsg::connect_next_address(SendConnection& connection, bool& loc
       local_failure = errno != EAFNOSUPPORT;
       continue;
     }
-    configure_connection_socket(fd.get(), m_config.peer_timeout, connection.address);
+    detail::configure_connection_socket(fd.get(), m_config.peer_timeout, connection.address, "asyncmsg");
     // Bind to a port of our own before connecting: a plain connect may reuse a source port for
     // another destination, so that two connections from this host reach a listener on 0.0.0.0 (via
     // different local addresses) with the same peer address and port, and callbacks, which name
@@ -279,7 +245,7 @@ void BackendAsyncmsg::on_send_readable(SendConnection& connection) {
 
 void BackendAsyncmsg::on_connected(SendConnection& connection) {
   const int fd = connection.fd.get();
-  if (const int error = socket_error(fd); error != 0) {
+  if (const int error = detail::socket_error(fd); error != 0) {
     connect_attempt_failed(connection, errno_text(error));
     return;
   }
@@ -647,7 +613,7 @@ void BackendAsyncmsg::accept_one(Listener& listener, int fd, const EndPointAddre
     ::close(fd);
     return;
   }
-  configure_connection_socket(fd, m_config.peer_timeout, peer);
+  detail::configure_connection_socket(fd, m_config.peer_timeout, peer, "asyncmsg");
   std::shared_ptr<RecvConnection> connection;
   try {
     connection = std::make_shared<RecvConnection>(peer, fd, &listener);

@@ -34,27 +34,70 @@ LineConnection::LineConnection(std::shared_ptr<BaseEventLoop> loop, int fd, EndP
 
 LineConnection::LineConnection(std::shared_ptr<BaseEventLoop> loop, const EndPointAddress& peer, LineHandlers handlers,
                                Limits limits, std::chrono::milliseconds connect_timeout)
-  : m_loop{std::move(loop)}, m_peer{peer}, m_handlers{std::move(handlers)}, m_limits{limits} {
-  const ResolvedAddress resolved = resolve(peer, false);
-  m_fd = ::socket(resolved.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (m_fd < 0) {
-    throw NetioException("control connection to " + peer.to_string() + ": socket() failed: " + errno_text(errno));
-  }
-  configure_connection_socket(m_fd, m_limits.peer_timeout, m_peer, "netio3 control connection");
-  if (::connect(m_fd, resolved.get(), resolved.length) != 0 && errno != EINPROGRESS) {
-    // Reported from the loop like every other outcome (never inside the caller's call).
-    m_pending_failure = "connect to " + peer.to_string() + " failed: " + errno_text(errno);
-  }
-  m_connect_timer = m_loop->create_timer([this, connect_timeout] {
-    if (!m_connected) {
-      fail("connect to " + m_peer.to_string() + " timed out after " + std::to_string(connect_timeout.count()) + " ms");
+  : m_loop{std::move(loop)}, m_peer{peer}, m_handlers{std::move(handlers)}, m_limits{limits},
+    m_candidates{resolve_all(peer, false)}, m_connect_timeout{connect_timeout} {
+  m_connect_timer = m_loop->create_timer([this] { on_connect_timer(); });
+  start_attempt();
+}
+
+void LineConnection::start_attempt() {
+  // Every address of the peer in order (as getaddrinfo gives them) until one connects.
+  while (m_next_candidate < m_candidates.size()) {
+    const ResolvedAddress& candidate = m_candidates[m_next_candidate++];
+    const int fd = ::socket(candidate.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      m_attempts += numeric_host(candidate) + ": socket() failed: " + errno_text(errno) + "; ";
+      continue;
     }
-  });
-  m_connect_timer.start_once(connect_timeout.count() > 0 ? std::chrono::nanoseconds{connect_timeout}
-                                                         : std::chrono::nanoseconds{1});
-  register_on_loop();
-  m_write_interest = true;
-  m_loop->set_write_interest(m_fd, true); // writable = connected (or failed)
+    configure_connection_socket(fd, m_limits.peer_timeout, m_peer, "netio3 control connection");
+    if (::connect(fd, candidate.get(), candidate.length) != 0 && errno != EINPROGRESS) {
+      m_attempts += numeric_host(candidate) + ": " + errno_text(errno) + "; ";
+      ::close(fd);
+      continue;
+    }
+    m_fd = fd;
+    m_watched = true;
+    register_on_loop();
+    m_write_interest = true;
+    m_loop->set_write_interest(m_fd, true); // writable = connected (or failed)
+    m_connect_timer.start_once(m_connect_timeout.count() > 0 ? std::chrono::nanoseconds{m_connect_timeout}
+                                                             : std::chrono::nanoseconds{1});
+    return;
+  }
+  // None left: reported from the loop (never inside the call that made the connection).
+  m_pending_failure = "cannot connect to " + m_peer.to_string() + " (" + m_attempts.substr(0, m_attempts.size() - 2) + ")";
+  m_connect_timer.start_once(std::chrono::nanoseconds{1});
+}
+
+void LineConnection::attempt_failed(const std::string& why) {
+  m_attempts += numeric_host(m_candidates[m_next_candidate - 1]) + ": " + why + "; ";
+  if (m_fd >= 0) {
+    try {
+      m_loop->remove_fd(m_fd, /*close_fd=*/true, /*wait=*/true);
+    } catch (const std::exception& error) {
+      NETIO3_LOG_ERROR("control connection to {}: removing a failed attempt from the loop: {}", m_peer.to_string(),
+                       error.what());
+      ::close(m_fd);
+    }
+    m_fd = -1;
+  }
+  m_write_interest = false;
+  start_attempt();
+}
+
+void LineConnection::on_connect_timer() {
+  if (m_finishing) {
+    fail("finished");
+    return;
+  }
+  if (m_connected || m_closed) {
+    return;
+  }
+  if (m_fd < 0) {
+    fail(m_pending_failure); // every address failed at once
+    return;
+  }
+  attempt_failed("no answer within " + std::to_string(m_connect_timeout.count()) + " ms");
 }
 
 LineConnection::~LineConnection() {
@@ -96,7 +139,9 @@ void LineConnection::finish(std::string_view line, std::chrono::milliseconds lin
   }
   send(line);
   m_finishing = true;
-  m_connect_timer = m_loop->create_timer([this] { fail("finished"); });
+  if (!m_connect_timer.valid()) {
+    m_connect_timer = m_loop->create_timer([this] { on_connect_timer(); });
+  }
   m_connect_timer.start_once(linger.count() > 0 ? std::chrono::nanoseconds{linger} : std::chrono::nanoseconds{1});
   (void)write_now(); // shuts the write side down once everything is out
 }
@@ -202,7 +247,7 @@ void LineConnection::on_writable() {
 
 void LineConnection::finish_connect() {
   if (const int error = socket_error(m_fd); error != 0) {
-    fail("connect to " + m_peer.to_string() + " failed: " + errno_text(error));
+    attempt_failed(errno_text(error));
     return;
   }
   m_connected = true;

@@ -11,7 +11,9 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "core/Resolve.hpp"
 #include "netio3/BaseEventLoop.hpp"
 #include "netio3/EndPointAddress.hpp"
 
@@ -41,9 +43,10 @@ public:
   /// Takes an accepted, connected socket.
   LineConnection(std::shared_ptr<BaseEventLoop> loop, int fd, EndPointAddress peer, LineHandlers handlers,
                  Limits limits);
-  /// Connects to `peer` (resolved by the caller's thread; the connect itself is asynchronous and
-  /// ends in `connected` or `closed`, within `connect_timeout`).
-  /// @throws InvalidEndpointAddress if `peer` does not resolve; NetioException if no socket
+  /// Connects to `peer`: resolved by the caller's thread; then each of its addresses in order,
+  /// each given `connect_timeout`, asynchronously, until one connects (`connected`) or the last
+  /// failed (`closed`, naming every address and why).
+  /// @throws InvalidEndpointAddress if `peer` does not resolve
   LineConnection(std::shared_ptr<BaseEventLoop> loop, const EndPointAddress& peer, LineHandlers handlers, Limits limits,
                  std::chrono::milliseconds connect_timeout);
   ~LineConnection();
@@ -84,6 +87,9 @@ private:
   void on_readable();
   void on_writable();
   void finish_connect();
+  void start_attempt();
+  void attempt_failed(const std::string& why);
+  void on_connect_timer();
   /// True (and reported) when the connection is closed or failed inside a call.
   bool report_pending_failure();
   void fail(const std::string& reason);
@@ -103,6 +109,11 @@ private:
   std::string m_pending_failure; // found inside a call, reported from the loop
   std::string m_output;
   std::size_t m_output_sent{0};
+  // Outgoing: the peer's addresses, the next one to try, what failed so far.
+  std::vector<ResolvedAddress> m_candidates;
+  std::size_t m_next_candidate{0};
+  std::string m_attempts;
+  std::chrono::milliseconds m_connect_timeout{0};
   EventTimerHandle m_connect_timer; // outgoing: the connect deadline; after finish(): the linger
 };
 

@@ -205,11 +205,14 @@ NetioStatus NetioSubscriber::Impl::unsubscribe(std::uint64_t tag, const EndPoint
 
 NetioSubscriber::Impl::SessionPointer NetioSubscriber::Impl::create_session(const EndPointAddress& publisher,
                                                                             const ConnectionParametersRecv& params) {
-  const detail::ResolvedAddress resolved = detail::resolve(publisher, false); // throws InvalidEndpointAddress
+  const std::vector<detail::ResolvedAddress> addresses = detail::resolve_all(publisher, false); // throws
   auto session = std::make_shared<Session>();
   session->publisher = publisher;
-  // An unspecified IPv4 listener cannot be reached through an IPv6 control connection.
-  session->local_ip = (m_local_ip == "0.0.0.0" && resolved.family == AF_INET6) ? std::string{"::"} : m_local_ip;
+  // An unspecified IPv4 listener cannot be reached through an IPv6 control connection: listen on
+  // "::" (which takes IPv4 too where the system allows it, docs/decisions.md) if any address is IPv6.
+  const bool any_ipv6 = std::any_of(addresses.begin(), addresses.end(),
+                                    [](const detail::ResolvedAddress& address) { return address.family == AF_INET6; });
+  session->local_ip = (m_local_ip == "0.0.0.0" && any_ipv6) ? std::string{"::"} : m_local_ip;
   session->receive_limit = params.buf_size;
   if (!is_unspecified(session->local_ip)) {
     // The publisher accepts a literal only (it must not resolve names on its loop).
