@@ -375,24 +375,28 @@ TEST(AsyncmsgBackend, CloseReturnsEveryPendingKeyOnce) {
     }
   }
   sender->close_send_endpoint(address);
-  ASSERT_TRUE(events.wait([&] { return events.closed.size() == 1; }));
-  const auto& [closed_address, pending] = events.closed.front();
-  EXPECT_EQ(closed_address, address);
-  EXPECT_FALSE(pending.empty()); // the silent receiver took only what the kernel buffers hold
-  std::map<std::uint64_t, int> seen;
-  for (const auto& [where, completed_key] : events.completed) {
-    ++seen[completed_key];
-  }
-  for (const std::uint64_t pending_key : pending) {
-    ++seen[pending_key];
-  }
-  ASSERT_EQ(seen.size(), accepted.size());
-  for (const auto& [seen_key, count] : seen) {
-    EXPECT_EQ(count, 1) << "key " << seen_key;
-    EXPECT_TRUE(accepted.contains(seen_key)) << "key " << seen_key;
+  ASSERT_TRUE(events.wait([&] { return !events.closed.empty(); }));
+  std::size_t completed_before_barrier = 0;
+  {
+    const std::lock_guard lock{events.mutex}; // a stray late callback may still append
+    const auto& [closed_address, pending] = events.closed.front();
+    EXPECT_EQ(closed_address, address);
+    EXPECT_FALSE(pending.empty()); // the silent receiver took only what the kernel buffers hold
+    std::map<std::uint64_t, int> seen;
+    for (const auto& [where, completed_key] : events.completed) {
+      ++seen[completed_key];
+    }
+    for (const std::uint64_t pending_key : pending) {
+      ++seen[pending_key];
+    }
+    ASSERT_EQ(seen.size(), accepted.size());
+    for (const auto& [seen_key, count] : seen) {
+      EXPECT_EQ(count, 1) << "key " << seen_key;
+      EXPECT_TRUE(accepted.contains(seen_key)) << "key " << seen_key;
+    }
+    completed_before_barrier = events.completed.size();
   }
   // Nothing after the close: a barrier message through the same backend, then the record again.
-  const std::size_t completed_before_barrier = events.completed.size();
   ASSERT_TRUE(send_barrier_message(*sender, events)) << "the barrier message did not complete";
   const std::lock_guard lock{events.mutex};
   EXPECT_EQ(events.closed.size(), 1U) << "a second close was reported";
