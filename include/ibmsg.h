@@ -173,16 +173,20 @@ int ibmsg_destroy_event_loop(ibmsg_event_loop* event_loop);
  * call (its buffer is IBMSG_NOT_SENT), IBMSG_EPOLL_WAIT_FAILED when the loop itself failed, and
  * IBMSG_OK otherwise. */
 int ibmsg_dispatch_event_loop(ibmsg_event_loop* event_loop);
-/* Starts connecting a SEND socket to ip:port. The socket becomes IBMSG_CONNECTED (and
- * connection_established is called) or IBMSG_ERROR (ibmsg_socket_error: IBMSG_CONNECTION_REFUSED)
- * inside a later dispatch. */
+/* Starts connecting a SEND socket to ip:port. ip: an IPv4 dotted quad, an IPv6 literal (with or
+ * without brackets; "fe80::1%eth0" for a link-local one) or a host name, whose addresses are tried
+ * in turn. The socket becomes IBMSG_CONNECTED (and connection_established is called) or IBMSG_ERROR
+ * (ibmsg_socket_error: IBMSG_CONNECTION_REFUSED, after every address failed) inside a later
+ * dispatch. */
 int ibmsg_connect(ibmsg_event_loop* event_loop, ibmsg_socket* connection, char* ip, unsigned short port);
 /* Closes a SEND or RECV socket (status IBMSG_DISCONNECTING, then IBMSG_UNCONNECTED inside a later
  * dispatch; the peer's socket becomes IBMSG_UNCONNECTED) or a LISTEN socket (IBMSG_UNCONNECTED at
  * once; its accepted RECV sockets become IBMSG_UNCONNECTED inside a later dispatch). A socket that
  * is already closed or failed becomes IBMSG_UNCONNECTED at once. */
 int ibmsg_disconnect(ibmsg_socket* connection);
-/* Listens on ip:port ("0.0.0.0" for every interface; port 0 picks a free port, see
+/* Listens on ip:port: an IPv4 or IPv6 literal ("fe80::1%eth0" for a link-local one) or a host name
+ * (its first address); "0.0.0.0" or "::" for every interface (see docs/decisions.md for what "::"
+ * takes); port 0 picks a free port, see
  * ibmsg_socket_port). The socket is IBMSG_CONNECTED while listening. max_connections is accepted for source
  * compatibility; as in the original it limits nothing (the transport chooses its backlog). */
 int ibmsg_listen(ibmsg_event_loop* event_loop, ibmsg_socket* socket, char* ip, short port, int max_connections);

@@ -48,7 +48,9 @@ public:
   EventTimerHandle(BaseEventLoop* loop, int fd) noexcept : m_loop{loop}, m_fd{fd} {}
   EventTimerHandle(const EventTimerHandle&) = delete;
   EventTimerHandle& operator=(const EventTimerHandle&) = delete;
+  /// Takes the timer of `other`, which becomes empty.
   EventTimerHandle(EventTimerHandle&& other) noexcept;
+  /// Removes this handle's timer (as `reset()`), then takes the one of `other`, which becomes empty.
   EventTimerHandle& operator=(EventTimerHandle&& other) noexcept;
   ~EventTimerHandle();
 
@@ -83,7 +85,9 @@ public:
   EventSignalHandle(BaseEventLoop* loop, int fd) noexcept : m_loop{loop}, m_fd{fd} {}
   EventSignalHandle(const EventSignalHandle&) = delete;
   EventSignalHandle& operator=(const EventSignalHandle&) = delete;
+  /// Takes the signal of `other`, which becomes empty.
   EventSignalHandle(EventSignalHandle&& other) noexcept;
+  /// Removes this handle's signal (as `reset()`), then takes the one of `other`, which becomes empty.
   EventSignalHandle& operator=(EventSignalHandle&& other) noexcept;
   ~EventSignalHandle();
 

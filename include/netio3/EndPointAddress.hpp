@@ -9,6 +9,7 @@
 #include <functional>
 #include <ostream>
 #include <string>
+#include <string_view>
 
 namespace netio3 {
 
@@ -19,17 +20,27 @@ namespace netio3 {
 /// - an empty string;
 /// - text made only of digits and dots that is not a valid dotted-quad IPv4 address ("300.1.1.1");
 /// - text containing ':' that is not a valid IPv6 literal (brackets "[::1]" are accepted and
-///   stripped);
+///   stripped), optionally followed by a zone: "fe80::1%eth0" (an interface name or number: at
+///   most 15 characters, none of '/', ':', '%', brackets or white space);
 /// - a host name that is not a valid DNS name (labels of letters, digits and '-', at most 63
 ///   characters each, at most 253 in total).
 ///
-/// Host names are resolved when the address is used (opening an endpoint); a name that does not
-/// resolve makes that call throw `InvalidEndpointAddress`. Port 0 is allowed; on a listen
-/// endpoint it means "pick a free port" and the real port is returned.
+/// IPv6 literals are stored in their canonical text (RFC 5952, as `inet_ntop` writes it):
+/// "[::1]", "::1" and "0:0::1" are one and the same address "::1", and "FE80::A%veth0" is
+/// "fe80::a%veth0" (the zone is kept exactly as given). IPv4 literals and host names are stored as
+/// given. Accepted connections name their peer by its canonical literal (an IPv4 peer of a listener
+/// on "::" by its dotted quad, a link-local peer with its interface as zone), so a peer compares
+/// equal to the address a program would write for it.
 ///
-/// Equality, ordering and hashing compare the text (after bracket stripping) and the port; no
-/// name resolution happens there. Printing gives `address:port`, IPv6 as `[address]:port`.
-/// Objects are immutable and safe to share between threads.
+/// Host names are resolved when the address is used (opening an endpoint); a name that does not
+/// resolve makes that call throw `InvalidEndpointAddress`. A send endpoint tries every address of
+/// a name in `getaddrinfo`'s order until one connects. Port 0 is allowed; on a listen endpoint it
+/// means "pick a free port" and the real port is returned.
+///
+/// Equality, ordering and hashing compare the stored text and the port; no name resolution happens
+/// there ("localhost" and "127.0.0.1" differ). Printing gives `address:port`, IPv6 as
+/// `[address]:port` (with its zone inside the brackets: `[fe80::1%eth0]:80`). Objects are
+/// immutable and safe to share between threads.
 class EndPointAddress {
 public:
   /// The unspecified IPv4 address and port 0 ("0.0.0.0:0").
@@ -38,7 +49,14 @@ public:
   /// @throws InvalidEndpointAddress if `address` is syntactically invalid (see the class comment).
   EndPointAddress(std::string address, std::uint16_t port);
 
-  /// The address text as given (IPv6 without brackets).
+  /// Parses "host:port", "[ipv6]:port" or "[ipv6%zone]:port" (an IPv6 literal needs the brackets,
+  /// since its colons would be ambiguous): the text a user types on a command line.
+  /// @throws InvalidEndpointAddress naming the text when the port is missing, not a number, or out
+  /// of 0..65535, or the address is invalid (see the class comment).
+  [[nodiscard]] static EndPointAddress parse(std::string_view host_and_port);
+
+  /// The address text: as given for IPv4 literals and host names, canonical for IPv6 literals
+  /// (without brackets, with the zone if one was given).
   [[nodiscard]] const std::string& address() const noexcept { return m_address; }
   /// The port (host byte order).
   [[nodiscard]] std::uint16_t port() const noexcept { return m_port; }

@@ -107,12 +107,20 @@ struct NetworkConfig {
   /// Number of buffers in the shared receive pool.
   std::size_t shared_receive_num_buf{256};
 
+  /// Each received message (see `OnDataCb`); not called when `on_data_from_cb` is set.
   OnDataCb on_data_cb{};
+  /// A connection is established (see `OnConnectionEstablishedCb`).
   OnConnectionEstablishedCb on_connection_established_cb{};
+  /// A connection is closed, with its pending zero-copy keys (see `OnConnectionClosedKeysCb`).
   OnConnectionClosedKeysCb on_connection_closed_cb{};
+  /// A send endpoint could not connect (see `OnConnectionRefusedCb`).
   OnConnectionRefusedCb on_connection_refused_cb{};
+  /// A zero-copy or copying send completed (see `OnSendCompletedCb`).
   OnSendCompletedCb on_send_completed_cb{};
+  /// netio3 addition: each received message with its connection's remote address, instead of
+  /// `on_data_cb` (see `OnDataFromCb`).
   OnDataFromCb on_data_from_cb{};
+  /// netio3 addition: asked before an incoming connection is accepted (see `OnConnectionRequestCb`).
   OnConnectionRequestCb on_connection_request_cb{};
 
   /// libfabric only: provider to use instead of the mode's default (`verbs` for RDMA, `tcp` for

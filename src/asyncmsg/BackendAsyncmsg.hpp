@@ -84,6 +84,7 @@ private:
     std::chrono::steady_clock::time_point when;
     std::weak_ptr<SendConnection> send;
     std::weak_ptr<RecvConnection> recv;
+    std::uint32_t attempt{0}; ///< SendConnection::attempt it was set for
   };
 
   /// Marks the loop thread as running one of this backend's event handlers. Connections that need
@@ -131,6 +132,14 @@ private:
 
   // --- control path (ControlPath.cpp) ---
   void start_send_connection(const std::shared_ptr<SendConnection>& connection);
+  /// Starts a non-blocking connect to the next of `connection.untried` that can be started (a
+  /// socket, bound, connect in progress or done); addresses that fail at once are noted in
+  /// `failed_attempts` and skipped. Returns false when none is left: `immediate_error` is then the
+  /// last error when every failure meant "nobody there", otherwise `local_failure` is set.
+  bool connect_next_address(SendConnection& connection, bool& local_failure);
+  /// A connect attempt of `connection` failed before the handshake (`why`): on to the next
+  /// address, or refused when there is none (loop thread).
+  void connect_attempt_failed(SendConnection& connection, const std::string& why);
   void on_send_readable(SendConnection& connection);
   void on_send_writable(SendConnection& connection);
   void on_connected(SendConnection& connection);

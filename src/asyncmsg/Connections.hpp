@@ -18,6 +18,7 @@
 #include "asyncmsg/OptionalMutex.hpp"
 #include "asyncmsg/SendQueue.hpp"
 #include "asyncmsg/WireProtocol.hpp"
+#include "core/Resolve.hpp"
 #include "netio3/EndPointAddress.hpp"
 #include "netio3/NetworkConfig.hpp"
 
@@ -139,8 +140,17 @@ struct SendConnection : std::enable_shared_from_this<SendConnection> {
   std::size_t hello_sent{0};
   std::array<std::uint8_t, reply_size> reply{};
   std::size_t reply_received{0};
-  /// The connect failed at once (e.g. ECONNREFUSED on loopback): report refused when started.
+  /// The connect failed at once (e.g. ECONNREFUSED on loopback) for every address: report refused
+  /// when started.
   int immediate_error{0};
+  /// The addresses of the destination not tried yet, in getaddrinfo's order (a host name can have
+  /// several): a connect that fails before the handshake moves on to the next one.
+  std::vector<detail::ResolvedAddress> untried;
+  /// The address being tried ("::1"), and what became of those tried before, for the log.
+  std::string trying;
+  std::string failed_attempts;
+  /// Counts connect attempts, so that the deadline of an abandoned attempt is ignored.
+  std::uint32_t attempt{0};
 };
 
 struct Listener;

@@ -86,7 +86,7 @@ void BackendAsyncmsg::open_send_endpoint(const EndPointAddress& address, const C
     throw InvalidEndpointAddress("asyncmsg: cannot open a send endpoint to " + address.to_string() +
                                  ": port 0 is not a destination");
   }
-  const detail::ResolvedAddress resolved = detail::resolve(address, false);
+  std::vector<detail::ResolvedAddress> candidates = detail::resolve_all(address, false);
   if (params.use_shared_send_buffers && !m_shared_send_pool) {
     throw FailedOpenSendEndpoint("asyncmsg: send endpoint to " + address.to_string() +
                                  " asks for the shared send pool, but NetworkConfig::use_shared_send_buffers is off");
@@ -102,16 +102,10 @@ void BackendAsyncmsg::open_send_endpoint(const EndPointAddress& address, const C
   if (m_send_endpoints.contains(address)) {
     throw SendEndpointAlreadyExists("asyncmsg: a send endpoint to " + address.to_string() + " is already open");
   }
-  const int fd = ::socket(resolved.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    throw FailedOpenSendEndpoint("asyncmsg: cannot create a socket for the send endpoint to " + address.to_string() +
-                                 ": " + errno_text(errno));
-  }
   std::shared_ptr<SendConnection> connection;
   try {
-    connection = std::make_shared<SendConnection>(address, fd, m_thread_safe, m_config.max_unsent_bytes);
+    connection = std::make_shared<SendConnection>(address, -1, m_thread_safe, m_config.max_unsent_bytes);
   } catch (...) {
-    ::close(fd);
     throw FailedOpenSendEndpoint("asyncmsg: cannot allocate the send endpoint to " + address.to_string());
   }
   if (params.use_shared_send_buffers) {
@@ -125,28 +119,92 @@ void BackendAsyncmsg::open_send_endpoint(const EndPointAddress& address, const C
     }
     connection->pool = connection->own_pool.get();
   }
-  configure_connection_socket(fd, m_config.peer_timeout, address);
-  // Bind to a port of our own before connecting: a plain connect may reuse a source port for
-  // another destination, so that two connections from this host reach a listener on 0.0.0.0 (via
-  // different local addresses) with the same peer address and port, and callbacks, which name
-  // connections by that address, could not tell them apart.
-  sockaddr_storage local{};
-  local.ss_family = static_cast<sa_family_t>(resolved.family);
-  const socklen_t local_length = resolved.family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
-  if (::bind(fd, reinterpret_cast<const sockaddr*>(&local), local_length) != 0) {
-    throw FailedOpenSendEndpoint("asyncmsg: cannot bind a local port for the send endpoint to " + address.to_string() +
-                                 ": " + errno_text(errno));
-  }
-  if (::connect(fd, resolved.get(), resolved.length) != 0 && errno != EINPROGRESS) {
-    const int error = errno;
-    if (!is_unreachable_error(error)) {
-      throw FailedOpenSendEndpoint("asyncmsg: connect to " + address.to_string() + " failed: " + errno_text(error));
-    }
-    connection->immediate_error = error; // reported as refused, from the loop
+  connection->untried = std::move(candidates);
+  bool local_failure = false;
+  if (!connect_next_address(*connection, local_failure) && local_failure) {
+    // Every address failed here, not for lack of a listener: the caller learns it from the call.
+    throw FailedOpenSendEndpoint("asyncmsg: cannot connect to " + address.to_string() + ": " +
+                                 connection->failed_attempts);
   }
   forget_lookup_locked();
   m_send_endpoints.emplace(address, connection);
   post([this, connection] { start_send_connection(connection); });
+}
+
+bool BackendAsyncmsg::connect_next_address(SendConnection& connection, bool& local_failure) {
+  local_failure = false;
+  const auto note = [&](const std::string& where, const std::string& what) {
+    if (!connection.failed_attempts.empty()) {
+      connection.failed_attempts += "; ";
+    }
+    connection.failed_attempts += where + ": " + what;
+  };
+  while (!connection.untried.empty()) {
+    const detail::ResolvedAddress resolved = connection.untried.front();
+    connection.untried.erase(connection.untried.begin());
+    const std::string where = detail::numeric_host(resolved);
+    OwnedFd fd{::socket(resolved.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
+    if (fd.get() < 0) {
+      // EAFNOSUPPORT: this kernel has no IPv6 (or no IPv4); another address may still work.
+      note(where, "cannot create a socket: " + errno_text(errno));
+      local_failure = errno != EAFNOSUPPORT;
+      continue;
+    }
+    configure_connection_socket(fd.get(), m_config.peer_timeout, connection.address);
+    // Bind to a port of our own before connecting: a plain connect may reuse a source port for
+    // another destination, so that two connections from this host reach a listener on 0.0.0.0 (via
+    // different local addresses) with the same peer address and port, and callbacks, which name
+    // connections by that address, could not tell them apart.
+    sockaddr_storage local{};
+    local.ss_family = static_cast<sa_family_t>(resolved.family);
+    const socklen_t local_length = resolved.family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&local), local_length) != 0) {
+      note(where, "cannot bind a local port: " + errno_text(errno));
+      local_failure = true;
+      continue;
+    }
+    if (::connect(fd.get(), resolved.get(), resolved.length) != 0 && errno != EINPROGRESS) {
+      const int error = errno;
+      note(where, "connect failed: " + errno_text(error));
+      local_failure = !is_unreachable_error(error);
+      connection.immediate_error = error;
+      continue;
+    }
+    local_failure = false;
+    connection.immediate_error = 0;
+    connection.trying = where;
+    ++connection.attempt;
+    const std::lock_guard lock{connection.mutex}; // senders read the fd under the mutex
+    connection.fd.reset(fd.release());
+    return true;
+  }
+  if (connection.immediate_error == 0) {
+    local_failure = true; // nothing was even tried (no socket of any address family)
+  }
+  return false;
+}
+
+void BackendAsyncmsg::connect_attempt_failed(SendConnection& connection, const std::string& why) {
+  if (!connection.failed_attempts.empty()) {
+    connection.failed_attempts += "; ";
+  }
+  connection.failed_attempts += connection.trying + ": " + why;
+  const std::string failed_address = connection.trying;
+  if (connection.registered) {
+    unregister_fd(connection.fd.get());
+    connection.registered = false;
+  }
+  connection.write_interest = false;
+  connection.hello_sent = 0;
+  bool local_failure = false;
+  if (connection.user_closed.load() || !connect_next_address(connection, local_failure)) {
+    NETIO3_LOG_INFO("asyncmsg: connect to {} failed: {}", connection.address.to_string(), connection.failed_attempts);
+    close_send_connection(connection, CloseReason::failed);
+    return;
+  }
+  NETIO3_LOG_DEBUG("asyncmsg: connect to {} at {} failed ({}); trying {}", connection.address.to_string(),
+                   failed_address, why, connection.trying);
+  start_send_connection(connection.shared_from_this());
 }
 
 void BackendAsyncmsg::start_send_connection(const std::shared_ptr<SendConnection>& connection) {
@@ -154,8 +212,7 @@ void BackendAsyncmsg::start_send_connection(const std::shared_ptr<SendConnection
     return; // closed before it started; the close task reports it
   }
   if (connection->immediate_error != 0) {
-    NETIO3_LOG_INFO("asyncmsg: connect to {} failed: {}", connection->address.to_string(),
-                    errno_text(connection->immediate_error));
+    NETIO3_LOG_INFO("asyncmsg: connect to {} failed: {}", connection->address.to_string(), connection->failed_attempts);
     close_send_connection(*connection, CloseReason::failed);
     return;
   }
@@ -170,7 +227,8 @@ void BackendAsyncmsg::start_send_connection(const std::shared_ptr<SendConnection
   connection->registered = true;
   m_evloop->set_write_interest(connection->fd.get(), true); // writable = connected (or failed)
   connection->write_interest = true;
-  add_deadline(Deadline{std::chrono::steady_clock::now() + m_config.connect_timeout, connection, {}});
+  add_deadline(
+      Deadline{std::chrono::steady_clock::now() + m_config.connect_timeout, connection, {}, connection->attempt});
 }
 
 void BackendAsyncmsg::on_send_writable(SendConnection& connection) {
@@ -222,8 +280,7 @@ void BackendAsyncmsg::on_send_readable(SendConnection& connection) {
 void BackendAsyncmsg::on_connected(SendConnection& connection) {
   const int fd = connection.fd.get();
   if (const int error = socket_error(fd); error != 0) {
-    NETIO3_LOG_INFO("asyncmsg: connect to {} failed: {}", connection.address.to_string(), errno_text(error));
-    close_send_connection(connection, CloseReason::failed);
+    connect_attempt_failed(connection, errno_text(error));
     return;
   }
   static const auto hello = encode_hello();
@@ -741,7 +798,13 @@ void BackendAsyncmsg::on_deadline_timer() {
     const Deadline expired = std::move(m_deadlines.front());
     m_deadlines.pop_front();
     if (const auto connection = expired.send.lock(); connection) {
-      if (connection->state == ConnectionState::connecting || connection->state == ConnectionState::handshake) {
+      if (expired.attempt != connection->attempt) {
+        continue; // set for an address given up already
+      }
+      if (connection->state == ConnectionState::connecting) {
+        connect_attempt_failed(*connection,
+                               "no answer within " + std::to_string(m_config.connect_timeout.count()) + " ms");
+      } else if (connection->state == ConnectionState::handshake) {
         NETIO3_LOG_INFO("asyncmsg: connecting to {} timed out after {} ms", connection->address.to_string(),
                         m_config.connect_timeout.count());
         close_send_connection(*connection, CloseReason::failed);

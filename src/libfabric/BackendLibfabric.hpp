@@ -191,6 +191,18 @@ private:
   void close_listener_now(Listener& listener);
   void check_connect_deadlines();
   void mark_established(Connection& connection);
+  /// The fabric info for the first of `candidates` that the provider takes (those it refuses are
+  /// removed and noted in `failures`), or null when none is left.
+  InfoPtr next_fabric_info(const EndPointAddress& address, std::vector<detail::ResolvedAddress>& candidates,
+                           std::string& failures) const;
+  /// Creates a sending Connection from `info` and starts its fi_connect (mutex held). It is in
+  /// m_connections and watched, not yet in m_senders. `refused_at_once`: fi_connect said
+  /// FI_ECONNREFUSED. Throws std::runtime_error (everything created is torn down).
+  std::shared_ptr<Connection> start_connection(const EndPointAddress& address, const ConnectionParameters& params,
+                                               InfoPtr info, bool& refused_at_once);
+  /// A send endpoint's attempt failed before it was established (`why`): a new attempt to the
+  /// next address takes its place, or, with none left, it is refused (mutex held).
+  void connect_attempt_failed(const std::shared_ptr<Connection>& connection, const std::string& why);
 
   // --- DataPath.cpp -------------------------------------------------------------------------
   void on_cq_ready(const std::weak_ptr<Connection>& weak_connection);

@@ -401,19 +401,17 @@ void BackendLibfabric::open_send_endpoint(const EndPointAddress& address,
     throw FailedOpenSendEndpoint("cannot open " + where + ": mr_size is " + std::to_string(connection_params.mr_size) +
                                  " but mr_start is null");
   }
-  const detail::ResolvedAddress resolved = detail::resolve(address, false);
+  std::vector<detail::ResolvedAddress> candidates = detail::resolve_all(address, false);
   {
     const Lock lock{m_mutex};
     if (m_senders.contains(address)) {
       throw SendEndpointAlreadyExists("a send endpoint to " + address.to_string() + " is already open");
     }
   }
-  InfoPtr info;
-  try {
-    info = get_fabric_info(m_provider, address, resolved, InfoRole::active);
-  } catch (const std::exception& error) {
-    throw FailedOpenSendEndpoint("cannot open " + where + ": " + error.what());
-  }
+  // Outside the lock: fi_getinfo can take long (the first call of a process reads the provider
+  // list), and the loop needs the lock meanwhile.
+  std::string failures;
+  InfoPtr info = next_fabric_info(address, candidates, failures);
 
   const Lock lock{m_mutex};
   if (m_senders.contains(address)) {
@@ -424,8 +422,52 @@ void BackendLibfabric::open_send_endpoint(const EndPointAddress& address,
                                  ": it asks for the shared send pool, but the backend has none "
                                  "(NetworkConfig::use_shared_send_buffers is false)");
   }
-  auto connection = std::make_shared<Connection>(Connection::Role::sender, address);
+  std::shared_ptr<Connection> connection;
   bool refused_at_once = false;
+  while (info) {
+    const std::string trying = detail::numeric_host(candidates.front());
+    candidates.erase(candidates.begin());
+    try {
+      connection = start_connection(address, connection_params, std::move(info), refused_at_once);
+      connection->trying = trying;
+      break;
+    } catch (const std::exception& error) {
+      failures += (failures.empty() ? "" : "; ") + trying + ": " + error.what();
+    }
+    info = next_fabric_info(address, candidates, failures);
+  }
+  if (!connection) {
+    throw FailedOpenSendEndpoint("cannot open " + where + " with provider " + m_provider + ": " + failures);
+  }
+  connection->untried_addresses = std::move(candidates);
+  connection->params = connection_params;
+  connection->failed_attempts = std::move(failures);
+  m_senders.emplace(address, connection);
+  if (refused_at_once) {
+    connect_attempt_failed(connection, "fi_connect: connection refused");
+  }
+  NETIO3_LOG_DEBUG("libfabric: connecting to {} at {} ({})", address.to_string(), connection->trying, m_provider);
+}
+
+InfoPtr BackendLibfabric::next_fabric_info(const EndPointAddress& address,
+                                           std::vector<detail::ResolvedAddress>& candidates,
+                                           std::string& failures) const {
+  while (!candidates.empty()) {
+    try {
+      return get_fabric_info(m_provider, address, candidates.front(), InfoRole::active);
+    } catch (const std::exception& error) {
+      failures += (failures.empty() ? "" : "; ") + detail::numeric_host(candidates.front()) + ": " + error.what();
+      candidates.erase(candidates.begin());
+    }
+  }
+  return nullptr;
+}
+
+std::shared_ptr<Connection> BackendLibfabric::start_connection(const EndPointAddress& address,
+                                                               const ConnectionParameters& params, InfoPtr info,
+                                                               bool& refused_at_once) {
+  auto connection = std::make_shared<Connection>(Connection::Role::sender, address);
+  refused_at_once = false;
   try {
     connection->domain = acquire_domain(*info);
     DomainContext& domain = *connection->domain;
@@ -447,24 +489,23 @@ void BackendLibfabric::open_send_endpoint(const EndPointAddress& address,
     }
     setup_receive_contexts(*connection, controls);
 
-    if (connection_params.use_shared_send_buffers) {
+    if (params.use_shared_send_buffers) {
       connection->uses_shared_send_pool = true;
       if (!domain.shared_send.valid()) {
         domain.shared_send = Registration{domain.domain.get(), m_shared_send_pool->memory().data(),
                                           m_shared_send_pool->memory().size(), FI_SEND, domain.take_key()};
       }
-    } else if (connection_params.num_buf > 0) {
-      connection->own_pool =
-          std::make_unique<SendBufferPool>(connection_params.num_buf, connection_params.buf_size, wire_header_size);
+    } else if (params.num_buf > 0) {
+      connection->own_pool = std::make_unique<SendBufferPool>(params.num_buf, params.buf_size, wire_header_size);
       connection->own_pool_registration =
           Registration{domain.domain.get(), connection->own_pool->memory().data(),
                        connection->own_pool->memory().size(), FI_SEND, domain.take_key()};
     }
-    if (connection_params.mr_start != nullptr && connection_params.mr_size > 0) {
-      connection->zero_copy_start = connection_params.mr_start;
-      connection->zero_copy_size = connection_params.mr_size;
-      connection->zero_copy_registration = Registration{domain.domain.get(), connection_params.mr_start,
-                                                        connection_params.mr_size, FI_SEND, domain.take_key()};
+    if (params.mr_start != nullptr && params.mr_size > 0) {
+      connection->zero_copy_start = params.mr_start;
+      connection->zero_copy_size = params.mr_size;
+      connection->zero_copy_registration =
+          Registration{domain.domain.get(), params.mr_start, params.mr_size, FI_SEND, domain.take_key()};
     }
 
     check(fi_endpoint(domain.domain.get(), info.get(), connection->ep.out(), nullptr), "fi_endpoint");
@@ -486,22 +527,62 @@ void BackendLibfabric::open_send_endpoint(const EndPointAddress& address,
     } else {
       check(rc, "fi_connect");
     }
-  } catch (const std::exception& error) {
+  } catch (...) {
     teardown_connection(*connection, false, nullptr);
     wake_loop(); // an unused domain is closed by the loop
-    throw FailedOpenSendEndpoint("cannot open " + where + " with provider " + m_provider + ": " + error.what());
+    throw;
   }
   connection->info = std::move(info);
   connection->connect_deadline = std::chrono::steady_clock::now() + m_config.connect_timeout;
   m_fid_owners[connection->ep.fid_ptr()] = FidOwner{nullptr, connection};
   m_connections.emplace(connection.get(), connection);
-  m_senders.emplace(address, connection);
   register_connection_fd(connection);
-  if (refused_at_once) {
-    begin_close(connection, CloseNotice::refused, "fi_connect: connection refused");
-  }
   ensure_progress_timer();
-  NETIO3_LOG_DEBUG("libfabric: connecting to {} ({})", address.to_string(), m_provider);
+  return connection;
+}
+
+void BackendLibfabric::connect_attempt_failed(const std::shared_ptr<Connection>& connection, const std::string& why) {
+  std::string failures = connection->failed_attempts;
+  failures += (failures.empty() ? "" : "; ") + connection->trying + ": " + why;
+  const auto current = m_senders.find(connection->address);
+  if (connection->role != Connection::Role::sender || connection->established_reported ||
+      connection->state == Connection::State::closing || current == m_senders.end() || current->second != connection ||
+      connection->untried_addresses.empty()) {
+    begin_close(connection, CloseNotice::refused, "connect failed: " + failures);
+    return;
+  }
+  // The next addresses, each in a new Connection (a libfabric endpoint connects once). fi_getinfo
+  // runs under the lock here: only when an address failed, which is rare and slow anyway.
+  std::vector<detail::ResolvedAddress> candidates = std::move(connection->untried_addresses);
+  InfoPtr info = next_fabric_info(connection->address, candidates, failures);
+  while (info) {
+    const std::string trying = detail::numeric_host(candidates.front());
+    candidates.erase(candidates.begin());
+    try {
+      bool refused_at_once = false;
+      std::shared_ptr<Connection> next =
+          start_connection(connection->address, connection->params, std::move(info), refused_at_once);
+      next->trying = trying;
+      next->params = connection->params;
+      next->untried_addresses = std::move(candidates);
+      next->failed_attempts = failures;
+      std::string reason = why;
+      reason += "; trying ";
+      reason += trying;
+      begin_close(connection, CloseNotice::none, reason);
+      current->second = next;
+      NETIO3_LOG_DEBUG("libfabric: connecting to {} at {} (after {})", connection->address.to_string(), trying,
+                       failures);
+      if (refused_at_once) {
+        connect_attempt_failed(next, "fi_connect: connection refused"); // at most once per address
+      }
+      return;
+    } catch (const std::exception& error) {
+      failures += "; " + trying + ": " + error.what();
+    }
+    info = next_fabric_info(connection->address, candidates, failures);
+  }
+  begin_close(connection, CloseNotice::refused, "connect failed: " + failures);
 }
 
 void BackendLibfabric::close_send_endpoint(const EndPointAddress& address) {
@@ -609,13 +690,16 @@ void BackendLibfabric::teardown_connection(Connection& connection, bool on_loop,
 
 void BackendLibfabric::check_connect_deadlines() {
   const auto now = std::chrono::steady_clock::now();
+  std::vector<std::shared_ptr<Connection>> expired; // a retry adds connections: not while iterating
   for (auto& [pointer, connection] : m_connections) {
     if (connection->role == Connection::Role::sender && connection->state == Connection::State::connecting &&
         now > connection->connect_deadline) {
-      begin_close(connection, CloseNotice::refused,
-                  "the connection was not established within " + std::to_string(m_config.connect_timeout.count()) +
-                      " ms");
+      expired.push_back(connection);
     }
+  }
+  for (const auto& connection : expired) {
+    connect_attempt_failed(connection, "the connection was not established within " +
+                                           std::to_string(m_config.connect_timeout.count()) + " ms");
   }
 }
 
@@ -732,7 +816,11 @@ void BackendLibfabric::handle_eq_event(DomainContext& domain, std::uint32_t even
         std::size_t handled = 0;
         drain_completions(connection, lock, handled);
       }
-      begin_close(connection, loss_notice(*connection), "the peer closed the connection");
+      if (loss_notice(*connection) == CloseNotice::refused) {
+        connect_attempt_failed(connection, "the peer closed the connection before it was established");
+      } else {
+        begin_close(connection, loss_notice(*connection), "the peer closed the connection");
+      }
     }
     break;
   default: NETIO3_LOG_DEBUG("libfabric: ignoring event {} on domain {}", event, domain.key); break;
@@ -765,7 +853,7 @@ void BackendLibfabric::handle_eq_failure(const fid* source, const std::string& r
   if (target.connection) {
     const auto& connection = target.connection;
     if (connection->state == Connection::State::connecting) {
-      begin_close(connection, CloseNotice::refused, "connect failed: " + reason);
+      connect_attempt_failed(connection, reason);
     } else {
       begin_close(connection, loss_notice(*connection), "connection error: " + reason);
     }

@@ -19,6 +19,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "core/Resolve.hpp"
 #include "libfabric/Fabric.hpp"
 #include "libfabric/Memory.hpp"
 #include "libfabric/Protocol.hpp"
@@ -163,6 +164,13 @@ struct Connection : std::enable_shared_from_this<Connection> {
   CloseNotice close_notice{CloseNotice::none};
   bool teardown_queued{false};
   std::chrono::steady_clock::time_point connect_deadline{};
+  // --- sender: the addresses of a destination with several (a host name) --------------------
+  /// The addresses not tried yet, in getaddrinfo's order: when this attempt fails before the
+  /// connection is established, a new Connection takes its place for the next one.
+  std::vector<detail::ResolvedAddress> untried_addresses;
+  ConnectionParameters params; ///< as given to open_send_endpoint, for the next attempt
+  std::string trying;          ///< the numeric address of this attempt ("::1")
+  std::string failed_attempts; ///< what became of the addresses tried before, for the log
   /// The queue could not be put to sleep (fi_trywait said no): the progress timer polls it.
   bool needs_poll{false};
   /// The progress timer's tick during which the queue was last read (the timer skips queues that

@@ -36,30 +36,14 @@ protected:
     // Generous: every wait of a test has its own deadline; this only ends real hangs.
     m_watchdog = std::make_unique<Watchdog>(
         4 * test_environment().deadline, std::string{::testing::UnitTest::GetInstance()->current_test_info()->name()});
-    std::string unavailable;
+    std::optional<std::string> unavailable;
     try {
-      auto loop = std::make_shared<EpollEventLoop>();
-      NetworkConfig config;
-      config.mode = under_test.mode;
-      config.provider = under_test.provider;
-      auto probe = NetworkBackend::create(under_test.type, config, loop);
-      const EndPointAddress listening =
-          probe->open_listen_endpoint(EndPointAddress{test_environment().address, 0}, ConnectionParametersRecv{});
-      probe->close_listen_endpoint(listening);
-    } catch (const UnsupportedConfiguration& error) {
-      unavailable = error.what();
-    } catch (const FailedOpenListenEndpoint& error) {
-      if (!provider_missing(under_test, error.what())) {
-        FAIL() << under_test.name << ": opening a listen endpoint on " << test_environment().address
-               << " port 0 failed although the backend is available: " << error.what();
-      }
-      unavailable = error.what();
+      unavailable = backend_unavailable(under_test);
+    } catch (const std::runtime_error& error) {
+      FAIL() << error.what();
     }
-    if (!unavailable.empty()) {
-      if (under_test.type == NetworkType::ASYNCMSG) {
-        FAIL() << "the TCP backend (asyncmsg) must always run, but: " << unavailable;
-      }
-      GTEST_SKIP() << under_test.name << " is not available in this build or on this machine: " << unavailable;
+    if (unavailable) {
+      GTEST_SKIP() << under_test.name << " is not available in this build or on this machine: " << *unavailable;
     }
   }
 
@@ -135,20 +119,6 @@ protected:
   }
 
 private:
-  static bool provider_missing(const BackendUnderTest& backend, std::string message) {
-    if (backend.provider.empty()) {
-      return false;
-    }
-    // Availability comes from libfabric itself where the suite can ask it; otherwise from the
-    // message, which must name the provider.
-    if (const auto available = libfabric_provider_available(backend.provider, test_environment().address)) {
-      return !*available;
-    }
-    std::transform(message.begin(), message.end(), message.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return message.find(backend.provider) != std::string::npos;
-  }
-
   std::vector<std::unique_ptr<Node>> m_nodes;
   std::vector<std::unique_ptr<AlignedMemory>> m_regions;
   std::unique_ptr<Watchdog> m_watchdog;

@@ -1,8 +1,11 @@
 #include "conformance/Support.hpp"
 
+#include "netio3/EpollEventLoop.hpp"
+
 #include <algorithm>
 #include <arpa/inet.h>
 #include <bit>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -291,6 +294,51 @@ std::optional<bool> libfabric_provider_available(const std::string& provider, co
   (void)address;
   return std::nullopt;
 #endif
+}
+
+namespace {
+
+bool provider_missing(const BackendUnderTest& backend, std::string message) {
+  if (backend.provider.empty()) {
+    return false;
+  }
+  // Availability comes from libfabric itself where the suite can ask it; otherwise from the
+  // message, which must name the provider.
+  if (const auto available = libfabric_provider_available(backend.provider, test_environment().address)) {
+    return !*available;
+  }
+  std::transform(message.begin(), message.end(), message.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return message.find(backend.provider) != std::string::npos;
+}
+
+} // namespace
+
+std::optional<std::string> backend_unavailable(const BackendUnderTest& backend) {
+  std::string unavailable;
+  try {
+    auto loop = std::make_shared<EpollEventLoop>();
+    NetworkConfig config;
+    config.mode = backend.mode;
+    config.provider = backend.provider;
+    auto probe = NetworkBackend::create(backend.type, config, loop);
+    const EndPointAddress listening =
+        probe->open_listen_endpoint(EndPointAddress{test_environment().address, 0}, ConnectionParametersRecv{});
+    probe->close_listen_endpoint(listening);
+    return std::nullopt;
+  } catch (const UnsupportedConfiguration& error) {
+    unavailable = error.what();
+  } catch (const FailedOpenListenEndpoint& error) {
+    if (!provider_missing(backend, error.what())) {
+      throw std::runtime_error(backend.name + ": opening a listen endpoint on " + test_environment().address +
+                               " port 0 failed although the backend is available: " + error.what());
+    }
+    unavailable = error.what();
+  }
+  if (backend.type == NetworkType::ASYNCMSG) {
+    throw std::runtime_error("the TCP backend (asyncmsg) must always run, but: " + unavailable);
+  }
+  return unavailable;
 }
 
 // --- process helpers -------------------------------------------------------------------------------

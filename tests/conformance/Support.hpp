@@ -125,6 +125,13 @@ struct DecodedMessage {
 /// `fi_getinfo`, the way an application would); nothing when the suite was built without libfabric.
 [[nodiscard]] std::optional<bool> libfabric_provider_available(const std::string& provider, const std::string& address);
 
+/// Why `backend` cannot run here, for a skip: not in this build (`NetworkBackend::create` throws
+/// `UnsupportedConfiguration`) or its libfabric provider is missing (`fi_getinfo` says so).
+/// Nothing when it is available: a probe backend opened a listen endpoint on the test address.
+/// @throws std::runtime_error when it should run but does not (a failure, not a skip): the TCP
+///         backend is missing, or a provider that libfabric offers fails to listen.
+[[nodiscard]] std::optional<std::string> backend_unavailable(const BackendUnderTest& backend);
+
 // --- process helpers -----------------------------------------------------------------------------
 
 /// Resident set size of this process in bytes (from /proc/self/statm).

@@ -83,6 +83,7 @@ void delete_stale_namespaces() {
     }
     if (pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH) {
       (void)run_command({"ip", "netns", "del", name});
+      (void)run_command({"rm", "-rf", "/etc/netns/" + name});
     }
   }
 }
@@ -118,7 +119,17 @@ std::optional<std::string> NetnsPair::unavailable_reason() {
   return reason;
 }
 
-NetnsPair::NetnsPair() {
+std::optional<std::string> NetnsPair::ipv6_unavailable_reason() {
+  if (auto reason = unavailable_reason()) {
+    return reason;
+  }
+  if (::access("/proc/sys/net/ipv6", F_OK) != 0) {
+    return std::string("this kernel has no IPv6 (/proc/sys/net/ipv6 is missing)");
+  }
+  return std::nullopt;
+}
+
+NetnsPair::NetnsPair(Addressing addressing) {
   delete_stale_namespaces();
   const unsigned index = pair_counter.fetch_add(1);
   const std::string pid = std::to_string(getpid());
@@ -133,13 +144,30 @@ NetnsPair::NetnsPair() {
   const std::string subnet = "10.231." + std::to_string((static_cast<unsigned>(getpid()) + index) % 250U + 1U);
   m_address_a = subnet + ".1";
   m_address_b = subnet + ".2";
+  const bool ipv6_only = addressing == Addressing::ipv6_only;
+  if (ipv6_only) {
+    m_ipv6_prefix = "fd31:231:" + std::to_string((static_cast<unsigned>(getpid()) + index) % 250U + 1U) + "::";
+    m_address_a = ipv6_address(Side::a, 1);
+    m_address_b = ipv6_address(Side::b, 1);
+  }
   try {
     run_or_throw({"ip", "netns", "add", m_name_a});
     run_or_throw({"ip", "netns", "add", m_name_b});
     run_or_throw({"ip", "link", "add", m_device_a, "netns", m_name_a, "type", "veth", "peer", "name", m_device_b,
                   "netns", m_name_b});
-    run_or_throw({"ip", "-n", m_name_a, "addr", "add", m_address_a + "/24", "dev", m_device_a});
-    run_or_throw({"ip", "-n", m_name_b, "addr", "add", m_address_b + "/24", "dev", m_device_b});
+    if (ipv6_only) {
+      // Our own link-local addresses instead of the generated ones, which would be tentative
+      // (duplicate address detection) for a second or more after the link comes up.
+      for (const auto side : {Side::a, Side::b}) {
+        run_or_throw({"ip", "-n", name(side), "link", "set", "dev", device(side), "addrgenmode", "none"});
+        add_address(side, 1);
+        run_or_throw({"ip", "-n", name(side), "addr", "add",
+                      std::string(side == Side::a ? "fe80::a" : "fe80::b") + "/64", "dev", device(side), "nodad"});
+      }
+    } else {
+      run_or_throw({"ip", "-n", m_name_a, "addr", "add", m_address_a + "/24", "dev", m_device_a});
+      run_or_throw({"ip", "-n", m_name_b, "addr", "add", m_address_b + "/24", "dev", m_device_b});
+    }
     for (const auto* name : {&m_name_a, &m_name_b}) {
       run_or_throw({"ip", "-n", *name, "link", "set", "lo", "up"});
     }
@@ -168,8 +196,35 @@ void NetnsPair::destroy() noexcept {
   for (const auto* name : {&m_name_a, &m_name_b}) {
     if (!name->empty()) {
       (void)run_command({"ip", "netns", "del", *name});
+      (void)run_command({"rm", "-rf", "/etc/netns/" + *name});
     }
   }
+}
+
+std::string NetnsPair::link_local(Side target, Side from) const {
+  return std::string(target == Side::a ? "fe80::a" : "fe80::b") + "%" + device(from);
+}
+
+std::string NetnsPair::ipv6_address(Side side, unsigned index) const {
+  // A: ::1, ::11, ::21, ...; B: ::2, ::12, ::22, ... (index 1 is the pair's main address).
+  return m_ipv6_prefix + std::to_string((index - 1) * 10 + (side == Side::a ? 1 : 2));
+}
+
+void NetnsPair::add_address(Side side, unsigned index) const {
+  run_or_throw(
+      {"ip", "-n", name(side), "addr", "add", ipv6_address(side, index) + "/64", "dev", device(side), "nodad"});
+}
+
+void NetnsPair::set_hosts(Side side, const std::string& content) const {
+  const std::string folder = "/etc/netns/" + name(side);
+  run_or_throw({"mkdir", "-p", folder});
+  // Through a shell so that the content needs no temporary file of ours; printf keeps it as is.
+  run_or_throw({"sh", "-c", "printf '%s' \"$1\" > \"$2\"", "sh", content, folder + "/hosts"});
+}
+
+void NetnsPair::refuse_incoming_connections(Side side) const {
+  run_in(side, {"nft", "add", "rule", "inet", nft_table, "cut_in", "tcp", "flags", "&", "(syn|ack)", "==", "syn",
+                "counter", "drop"});
 }
 
 std::vector<std::string> NetnsPair::exec_prefix(Side side) const {

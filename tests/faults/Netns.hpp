@@ -3,8 +3,10 @@
 /// @file
 /// Two "hosts" on one machine for the fault tests: a pair of network namespaces joined by a veth
 /// pair, with 10.231.X.1/24 on side A and 10.231.X.2/24 on side B (addresses that exist only inside
-/// the namespaces). Faults are injected inside a namespace with nftables (loss, cut) and tc (rate
-/// limit). Needs root, iproute2, nftables.
+/// the namespaces), or, IPv6 only, fd31:231:X::1/64 and fd31:231:X::2/64 plus the link-local
+/// fe80::a and fe80::b (all without duplicate address detection, so usable at once; no IPv4 on the
+/// veth, only 127.0.0.1 on each loopback). Faults are injected inside a namespace with nftables (loss, cut) and tc
+/// (rate limit). Needs root, iproute2, nftables.
 ///
 /// Namespace names carry the creating process id ("n3f-PID-N-a"); the destructor deletes both
 /// namespaces (which removes the veth pair and every rule), and each new pair first deletes
@@ -35,14 +37,20 @@ void delete_stale_namespaces();
 class NetnsPair {
 public:
   enum class Side { a, b };
+  /// How the veth pair is addressed (see the file comment).
+  enum class Addressing { ipv4, ipv6_only };
 
   /// Why namespaces cannot be used here (not root, a tool missing, namespace creation refused), or
   /// nullopt when they can. Probes once per process.
   [[nodiscard]] static std::optional<std::string> unavailable_reason();
 
+  /// Why IPv6 namespaces cannot be used here (those of unavailable_reason, or a kernel without
+  /// IPv6), or nullopt when they can.
+  [[nodiscard]] static std::optional<std::string> ipv6_unavailable_reason();
+
   /// Creates the namespaces, the veth pair, addresses and routes; loopback up in both.
   /// Throws std::runtime_error with the failing command and its stderr (after cleaning up).
-  NetnsPair();
+  explicit NetnsPair(Addressing addressing = Addressing::ipv4);
   NetnsPair(const NetnsPair&) = delete;
   NetnsPair& operator=(const NetnsPair&) = delete;
   NetnsPair(NetnsPair&&) = delete;
@@ -57,6 +65,21 @@ public:
   [[nodiscard]] const std::string& device(Side side) const noexcept {
     return side == Side::a ? m_device_a : m_device_b;
   }
+  /// IPv6-only pairs: the link-local address of `target` as `from` writes it, with `from`'s
+  /// interface as zone ("fe80::b%n3f123x0a").
+  [[nodiscard]] std::string link_local(Side target, Side from) const;
+  /// IPv6-only pairs: the global address `index` of `side` (1: address(side); more with
+  /// add_address).
+  [[nodiscard]] std::string ipv6_address(Side side, unsigned index) const;
+  /// Adds ipv6_address(side, index) to `side`'s veth (nodad: usable at once).
+  void add_address(Side side, unsigned index) const;
+  /// Gives `side` its own /etc/hosts (`ip netns exec` mounts /etc/netns/NAME/hosts over it), so
+  /// that host names resolve there as the test wants. Removed with the namespace.
+  void set_hosts(Side side, const std::string& content) const;
+  /// Makes `side` drop every incoming TCP connection request (SYN without ACK): connections it
+  /// opens still work, connections to it never get an answer. Lifted by heal.
+  void refuse_incoming_connections(Side side) const;
+
   /// {"ip", "netns", "exec", NAME}: prefix a command line with it to run it inside `side`.
   [[nodiscard]] std::vector<std::string> exec_prefix(Side side) const;
 
@@ -87,6 +110,7 @@ private:
   std::string m_device_b;
   std::string m_address_a;
   std::string m_address_b;
+  std::string m_ipv6_prefix; ///< "fd31:231:X::" (IPv6-only pairs)
 };
 
 } // namespace netio3::faults

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <iostream>
 #include <limits>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdexcept>
 #include <unistd.h>
 
@@ -34,8 +36,77 @@ std::span<const std::uint8_t> header_bytes(const WireHeader& header) {
   return {reinterpret_cast<const std::uint8_t*>(&header), sizeof(header)};
 }
 
-bool is_loopback(const std::string& host) {
-  return host.rfind("127.", 0) == 0 || host == "::1" || host == "localhost";
+/// How long the server may take to be ready after the hellos: it opens its reply connection
+/// (NetworkConfig::connect_timeout of the server, kServerReplyConnectTimeout) and sends the ready.
+constexpr std::chrono::milliseconds kReadyTimeout{15000};
+
+/// What getaddrinfo says about the server's host: which families it has, and whether every
+/// address is a loopback one.
+struct ServerHostFamilies {
+  bool ipv4{false};
+  bool ipv6{false};
+  bool loopback_only{true};
+};
+
+ServerHostFamilies server_host_families(const std::string& host) {
+  ServerHostFamilies families;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* results = nullptr;
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &results) != 0) {
+    // Opening the data connection reports the resolution error; listen where IPv4 replies arrive.
+    return ServerHostFamilies{true, false, false};
+  }
+  for (const addrinfo* entry = results; entry != nullptr; entry = entry->ai_next) {
+    if (entry->ai_family == AF_INET) {
+      families.ipv4 = true;
+      const auto* ipv4 = reinterpret_cast<const sockaddr_in*>(entry->ai_addr);
+      families.loopback_only = families.loopback_only && (ntohl(ipv4->sin_addr.s_addr) >> 24U) == 127U;
+    } else if (entry->ai_family == AF_INET6) {
+      const auto* ipv6 = reinterpret_cast<const sockaddr_in6*>(entry->ai_addr);
+      if (IN6_IS_ADDR_V4MAPPED(&ipv6->sin6_addr)) {
+        families.ipv4 = true;
+        families.loopback_only = families.loopback_only && ipv6->sin6_addr.s6_addr[12] == 127U;
+      } else {
+        families.ipv6 = true;
+        families.loopback_only = families.loopback_only && IN6_IS_ADDR_LOOPBACK(&ipv6->sin6_addr);
+      }
+    }
+  }
+  freeaddrinfo(results);
+  return families;
+}
+
+/// Where the reply listener must listen. The server opens its reply connection to the address it
+/// sees this client's data connection come from, which is of the family of the server address the
+/// connection went to (a name may give both: either may be the one that connects). A loopback
+/// server gets loopback listeners only (127.0.0.1 and/or ::1: nothing is opened to the network);
+/// any other gets the wildcard: "::" (on Linux it takes IPv4 too unless net.ipv6.bindv6only is 1)
+/// plus "0.0.0.0" for IPv4, which may then be refused as already covered.
+struct ReplyHost {
+  std::string host;
+  bool required; ///< false: "0.0.0.0" after "::", covered by it on a dual-stack system
+};
+
+std::vector<ReplyHost> reply_listen_hosts(const ServerHostFamilies& families) {
+  std::vector<ReplyHost> hosts;
+  if (families.loopback_only) {
+    if (families.ipv4) {
+      hosts.push_back({"127.0.0.1", true});
+    }
+    if (families.ipv6) {
+      hosts.push_back({"::1", true});
+    }
+    return hosts;
+  }
+  if (families.ipv6) {
+    hosts.push_back({"::", true});
+  }
+  if (families.ipv4) {
+    hosts.push_back({"0.0.0.0", !families.ipv6});
+  }
+  return hosts;
 }
 
 /// Waits for the sender's own progress with a growing pause: spin briefly, then yield, then sleep,
@@ -87,20 +158,32 @@ std::vector<EndPointAddress> Client::data_addresses() const {
     addresses.emplace_back(m_options.server_host, m_options.server_port);
     return addresses;
   }
-  // One send endpoint per address: connection i goes to the i-th IPv4 address from the given one
-  // (on loopback, 127.0.0.1, 127.0.0.2, ...; the server listens on 0.0.0.0 to accept them all).
+  // One send endpoint per address: connection i goes to the i-th address from the given one (on
+  // loopback, 127.0.0.1, 127.0.0.2, ...; the server listens on 0.0.0.0 or :: to accept them all).
   in_addr base{};
-  if (inet_pton(AF_INET, m_options.server_host.c_str(), &base) != 1) {
+  in6_addr base6{};
+  const bool ipv4 = inet_pton(AF_INET, m_options.server_host.c_str(), &base) == 1;
+  if (!ipv4 && inet_pton(AF_INET6, m_options.server_host.c_str(), &base6) != 1) {
     throw std::runtime_error("--connections " + std::to_string(m_options.connections) +
-                             " needs an IPv4 server address (connection i goes to that address + i), not '" +
+                             " needs an IP address literal of the server (connection i goes to that address + i), "
+                             "not '" +
                              m_options.server_host + "'");
   }
-  const std::uint32_t first = ntohl(base.s_addr);
   for (std::size_t i = 0; i < m_options.connections; ++i) {
-    in_addr address{};
-    address.s_addr = htonl(first + static_cast<std::uint32_t>(i));
-    char text[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &address, text, sizeof(text));
+    char text[INET6_ADDRSTRLEN];
+    if (ipv4) {
+      in_addr address{};
+      address.s_addr = htonl(ntohl(base.s_addr) + static_cast<std::uint32_t>(i));
+      inet_ntop(AF_INET, &address, text, sizeof(text));
+    } else {
+      // The last 32 bits count up (fd00::1, fd00::2, ...): each must be an address of the server.
+      in6_addr address = base6;
+      std::uint32_t low = 0;
+      std::memcpy(&low, &address.s6_addr[12], sizeof(low));
+      low = htonl(ntohl(low) + static_cast<std::uint32_t>(i));
+      std::memcpy(&address.s6_addr[12], &low, sizeof(low));
+      inet_ntop(AF_INET6, &address, text, sizeof(text));
+    }
     addresses.emplace_back(text, m_options.server_port);
   }
   return addresses;
@@ -152,8 +235,7 @@ void Client::start() {
   ConnectionParametersRecv receive;
   receive.buf_size = std::max({m_max_size, m_pool_buffer_size, std::size_t{64} << 10U});
   receive.num_buf = 16;
-  const std::string reply_host = is_loopback(m_options.server_host) ? "127.0.0.1" : "0.0.0.0";
-  m_reply_listen = m_backend->open_listen_endpoint(EndPointAddress(reply_host, 0), receive);
+  open_reply_listeners(receive);
 
   ConnectionParameters parameters;
   if (m_options.mode == SendMode::Buffered) {
@@ -181,6 +263,47 @@ void Client::start() {
   });
   wait_for("the data connections to be established", kControlTimeout,
            [this] { return m_established == m_connections.size(); });
+}
+
+void Client::open_reply_listeners(const ConnectionParametersRecv& receive) {
+  const std::vector<ReplyHost> hosts = reply_listen_hosts(server_host_families(m_options.server_host));
+  // The first listener picks a free port; the others take the same one (the hello carries one
+  // port). That port may be taken in the other family: then all start again on a new port.
+  constexpr int kAttempts = 20;
+  std::string last_error;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    std::vector<EndPointAddress> opened;
+    bool complete = true;
+    for (const ReplyHost& host : hosts) {
+      const std::uint16_t port = opened.empty() ? 0 : opened.front().port();
+      try {
+        opened.push_back(m_backend->open_listen_endpoint(EndPointAddress(host.host, port), receive));
+      } catch (const std::exception& error) {
+        if (host.required || opened.empty()) {
+          last_error = fmt::format("cannot listen on {} for the server's replies: {}",
+                                   EndPointAddress(host.host, port).to_string(), error.what());
+          complete = false;
+          break;
+        }
+      }
+    }
+    if (complete) {
+      m_reply_listens = std::move(opened);
+      return;
+    }
+    for (const EndPointAddress& listening : opened) {
+      m_backend->close_listen_endpoint(listening);
+    }
+  }
+  throw std::runtime_error(last_error);
+}
+
+std::string Client::reply_listeners_text() const {
+  std::string text;
+  for (const EndPointAddress& listening : m_reply_listens) {
+    text += (text.empty() ? "" : " and ") + listening.to_string();
+  }
+  return text;
 }
 
 void Client::stop() noexcept {
@@ -316,12 +439,23 @@ RunResult Client::run_one(std::size_t size, std::uint32_t run_id) {
       throw std::runtime_error(fmt::format("message size {} is below the minimum of {} bytes", size, kMinMessageSize));
     }
     // Run state belongs to the sender context: the loop thread in UNSAFE mode.
+    {
+      const std::lock_guard lock(m_mutex);
+      m_awaiting_ready_run = run_id;
+    }
     run_in_sender_context([this, size, run_id] {
       prepare_run(size, run_id);
       send_hellos();
     });
-    wait_for("the server to be ready (hello and reply connection)", kControlTimeout,
-             [this, run_id] { return m_ready_run == run_id; });
+    const std::string ready_wait =
+        fmt::format("the server to be ready: its reply connection to this client's listener {} (the server connects "
+                    "to the address it sees this client's data connection come from; is it reachable from there?)",
+                    reply_listeners_text());
+    wait_for(ready_wait.c_str(), kReadyTimeout, [this, run_id] { return m_ready_run == run_id; });
+    {
+      const std::lock_guard lock(m_mutex);
+      m_awaiting_ready_run = 0;
+    }
     if (m_progress_enabled) {
       m_progress_start_ns.store(Clock::now().time_since_epoch().count());
       m_progress_size.store(size);
@@ -379,7 +513,7 @@ void Client::send_hellos() {
   hello.expected_messages = m_options.messages.value_or(0);
   hello.duration_s = m_options.duration_s;
   hello.warmup_fraction = m_options.warmup_fraction;
-  hello.reply_port = m_reply_listen.port();
+  hello.reply_port = m_reply_listens.front().port();
   hello.test = m_options.test;
   hello.mode = m_options.mode;
   std::uint8_t message[kHelloMessageSize];
@@ -832,6 +966,19 @@ void Client::on_established(const EndPointAddress& address) {
 
 void Client::on_closed(const EndPointAddress& address) {
   if (m_connection_index.count(address) != 0) {
+    bool awaiting_ready = false;
+    {
+      const std::lock_guard lock(m_mutex);
+      awaiting_ready = m_awaiting_ready_run != 0 && m_ready_run != m_awaiting_ready_run;
+    }
+    if (awaiting_ready) {
+      // The server closes the data connections when its reply connection cannot connect.
+      fail(fmt::format("the server {} closed the data connection before it was ready: its reply connection could "
+                       "not reach this client's listener {} (it connects to the address it sees this client's data "
+                       "connection come from; the server's output says why)",
+                       address.to_string(), reply_listeners_text()));
+      return;
+    }
     fail(fmt::format("the data connection to {} was closed by the server or lost", address.to_string()));
     return;
   }

@@ -63,6 +63,11 @@ private:
   void start();
   void stop() noexcept;
   [[nodiscard]] std::vector<EndPointAddress> data_addresses() const;
+  /// Opens the reply listener(s) where the server's reply connection can arrive (see
+  /// reply_listen_hosts in Client.cpp), all on one port.
+  void open_reply_listeners(const ConnectionParametersRecv& receive);
+  /// "127.0.0.1:P and [::1]:P": the reply listeners, for messages.
+  [[nodiscard]] std::string reply_listeners_text() const;
   /// Runs `task` where backend calls are allowed (the loop thread in UNSAFE, here in SAFE) and
   /// waits for it.
   void run_in_sender_context(const std::function<void()>& task);
@@ -111,8 +116,8 @@ private:
 
   std::vector<Connection> m_connections;
   std::unordered_map<EndPointAddress, std::size_t> m_connection_index;
-  EndPointAddress m_reply_listen;
-  std::vector<std::uint8_t> m_payload; ///< Constant bytes sent by copy and zero-copy sends.
+  std::vector<EndPointAddress> m_reply_listens; ///< One port; one listener per address family needed.
+  std::vector<std::uint8_t> m_payload;          ///< Constant bytes sent by copy and zero-copy sends.
   std::size_t m_max_size{0};
   std::size_t m_pool_buffer_size{0};
   std::size_t m_pool_buffers{0};
@@ -125,6 +130,7 @@ private:
   std::string m_failure;
   std::atomic<bool> m_failed{false};
   std::uint32_t m_ready_run{0};
+  std::uint32_t m_awaiting_ready_run{0}; ///< The run whose ready message is awaited (0: none).
   std::optional<ReceiverFigures> m_receiver_figures;
   std::uint32_t m_result_run{0};
   bool m_sending_finished{false};

@@ -16,6 +16,11 @@ namespace netio3::bench {
 
 namespace {
 
+/// How long the reply connection to a client may take to connect: the client waits for it (its
+/// ready message) a little longer, so that an unreachable client listener is reported within
+/// seconds at both ends.
+constexpr std::chrono::milliseconds kReplyConnectTimeout{5000};
+
 /// The stop signal of the running server, fired by SIGINT/SIGTERM (EventSignalHandle::fire is one
 /// eventfd write, safe in a signal handler).
 std::atomic<const EventSignalHandle*> g_stop_handle{nullptr};
@@ -44,6 +49,7 @@ Server::~Server() {
 int Server::run() {
   m_loop = std::make_shared<EpollEventLoop>();
   NetworkConfig config = make_config(m_options.backend);
+  config.connect_timeout = kReplyConnectTimeout; // the server's only connects are reply connections
   config.on_data_from_cb = [this](const EndPointAddress& remote, std::span<const std::uint8_t> data) {
     on_data(remote, data);
   };
@@ -275,6 +281,7 @@ void Server::on_established(const EndPointAddress& address) {
     return;
   }
   ++m_open_connections;
+  m_data_peers.insert(address);
   m_session_started = true;
 }
 
@@ -287,6 +294,7 @@ void Server::on_closed(const EndPointAddress& address) {
     m_pending_replies.clear();
     return;
   }
+  m_data_peers.erase(address);
   if (m_open_connections > 0) {
     --m_open_connections;
   }
@@ -298,11 +306,28 @@ void Server::on_closed(const EndPointAddress& address) {
 void Server::on_refused(const EndPointAddress& address) {
   if (m_reply && address == *m_reply) {
     std::cerr << "netio3-bench server: the reply connection to " << address
-              << " was refused (is the client's listen port reachable from here?)\n";
+              << " (the client's reply listener, at the address its data connections come from) could not connect: "
+                 "refused, unreachable or no answer within "
+              << kReplyConnectTimeout.count() / 1000
+              << " s; closing that client's data connections (is the client's listen port reachable from here?)\n";
     m_reply.reset();
     m_reply_established = false;
     m_pending_replies.clear();
     m_exit_code = 1;
+    // The client waits for the ready message of the reply connection: closing its data
+    // connections tells it at once that the reply path failed.
+    const std::set<EndPointAddress> peers = m_data_peers;
+    for (const EndPointAddress& peer : peers) {
+      if (peer.address() != address.address()) {
+        continue;
+      }
+      try {
+        m_backend->close_accepted_connection(peer);
+      } catch (const std::exception& error) {
+        std::cerr << "netio3-bench server: closing the data connection from " << peer << " failed: " << error.what()
+                  << '\n';
+      }
+    }
   }
 }
 

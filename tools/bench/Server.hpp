@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <vector>
 
@@ -90,6 +91,7 @@ private:
   std::uint64_t m_reply_key{0};
 
   std::size_t m_open_connections{0};
+  std::set<EndPointAddress> m_data_peers; ///< Accepted data connections, by peer address.
   bool m_session_started{false};
   int m_exit_code{0};
   RunState m_run;

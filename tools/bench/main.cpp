@@ -41,6 +41,14 @@ Roles:
   server   the receiving side; prints "listening on ADDRESS:PORT"
   client   the sending side; connects to a server and prints the results
 
+Addresses: IPv4 or IPv6 literals or host names ("--host ::1", "--connect [::1]:5555",
+"--connect [fe80::1%eth0]:5555", "--connect localhost:5555": each address of a name is tried in
+turn). The server sends its replies (ready, pongs, results) over a connection of its own back to the
+client's reply listener, at the address it sees the client's data connection come from: the client
+listens on 127.0.0.1 and/or ::1 for a loopback server, else on :: (and 0.0.0.0), in the families of
+the server's addresses. A reply connection that cannot connect ends the run within seconds at both
+ends, each saying what could not reach what.
+
 Examples:
   netio3-bench run --sizes 64,4k,64k,1m --duration 1
   netio3-bench run --mode buffered --size 64 --messages 5000000
@@ -134,8 +142,10 @@ void add_client_options(CLI::App& app, Arguments& arguments) {
                                   "given). Example: --duration 0.5");
   messages->excludes(duration);
   app.add_option("--connections", arguments.connections,
-                 "Data connections (throughput test). Connection i goes to the server address + i (IPv4), so "
-                 "with more than one the server must listen on 0.0.0.0 (run does that). Example: "
+                 "Data connections (throughput test). Connection i goes to the server address + i (an IPv4 or IPv6 "
+                 "literal; IPv6 counts up its last 32 bits), so "
+                 "with more than one the server must listen on 0.0.0.0 or :: and have those addresses (run does that "
+                 "on 127.0.0.x). Example: "
                  "--connections 1000")
       ->check(CLI::Range(std::size_t{1}, std::size_t{60000}))
       ->capture_default_str();
@@ -211,21 +221,18 @@ ClientOptions client_options(const Arguments& arguments) {
   return options;
 }
 
-/// Splits "host:port" or "[v6]:port".
+/// Splits "host:port", "[v6]:port" or "[v6%zone]:port" (EndPointAddress::parse's rules).
 std::pair<std::string, std::uint16_t> split_host_port(const std::string& text) {
-  const std::size_t colon = text.rfind(':');
-  if (colon == std::string::npos || colon + 1 == text.size()) {
-    throw std::invalid_argument("--connect wants HOST:PORT, got '" + text + "'");
+  EndPointAddress address;
+  try {
+    address = EndPointAddress::parse(text);
+  } catch (const InvalidEndpointAddress& error) {
+    throw std::invalid_argument(std::string("--connect: ") + error.what());
   }
-  std::string host = text.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
+  if (address.port() == 0) {
+    throw std::invalid_argument("--connect: port 0 in '" + text + "' is not a server's port");
   }
-  const unsigned long port = std::stoul(text.substr(colon + 1));
-  if (port == 0 || port > 65535) {
-    throw std::invalid_argument("--connect: bad port in '" + text + "'");
-  }
-  return {host, static_cast<std::uint16_t>(port)};
+  return {address.address(), address.port()};
 }
 
 int print_results(const ClientOptions& options, const std::vector<RunResult>& results) {
@@ -437,7 +444,8 @@ int main(int argc, char** argv) {
   add_backend_options(*server, arguments);
   server
       ->add_option("--host", arguments.host,
-                   "Address to listen on (0.0.0.0 for every interface; needed for --connections > 1). Example: "
+                   "Address to listen on: an IPv4 or IPv6 literal or a host name (0.0.0.0 or :: for every interface; "
+                   ":: takes IPv4 too where net.ipv6.bindv6only is 0; needed for --connections > 1). Example: "
                    "--host 0.0.0.0")
       ->capture_default_str();
   server->add_option("--port", arguments.port, "Port to listen on (0: any free port, printed). Example: --port 5555")
@@ -449,7 +457,10 @@ int main(int argc, char** argv) {
 
   CLI::App* client = app.add_subcommand("client", "The sending side: connect to a server, run, print the results");
   add_backend_options(*client, arguments);
-  client->add_option("--connect", arguments.connect, "The server's HOST:PORT. Example: --connect 127.0.0.1:5555")
+  client
+      ->add_option("--connect", arguments.connect,
+                   "The server's HOST:PORT, an IPv6 address in brackets ([::1]:5555, [fe80::1%eth0]:5555); a host name "
+                   "is tried at each of its addresses in turn. Example: --connect 127.0.0.1:5555")
       ->required();
   add_client_options(*client, arguments);
   add_quiet(*client, arguments);

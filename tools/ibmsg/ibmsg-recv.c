@@ -46,7 +46,8 @@ static double last_message_time = 0;
 static void usage(FILE* out) {
   fprintf(out,
           "usage: " APPLICATION_NAME " [-n COUNT] [-s SIZE] [-c] [-q] IP [PORT]\n"
-          "  Listens on IP:PORT (default port %d) and receives messages from ibmsg-send.\n"
+          "  Listens on IP:PORT (default port %d) and receives messages from ibmsg-send. IP: an IPv4 or\n"
+          "  IPv6 address (fe80::1%%eth0 for a link-local one) or a host name; 0.0.0.0 or :: for all.\n"
           "  -n COUNT  stop after COUNT messages and print the throughput\n"
           "  -s SIZE   accept messages of up to SIZE bytes (default 4096, or IBMSG_MAX_MSGSIZE)\n"
           "  -c        check sequence numbers and contents of what ibmsg-send sends\n"
@@ -210,13 +211,19 @@ int main(int argc, char** argv) {
   event_loop.connection_established = connection_established;
   event_loop.message_received = message_received;
 
+  /* An IPv6 address is printed in brackets, "[::1]:12345", so that the port stands apart. */
+  const int is_ipv6 = strchr(ip, ':') != NULL && ip[0] != '[';
+  const char* const open_bracket = is_ipv6 ? "[" : "";
+  const char* const close_bracket = is_ipv6 ? "]" : "";
   ibmsg_socket listen_socket;
   if ((rc = ibmsg_listen(&event_loop, &listen_socket, ip, (short)port, MAX_CONNECTIONS)) != IBMSG_OK) {
-    fprintf(stderr, APPLICATION_NAME ": error: could not listen on %s:%llu: %s\n", ip, port, ibmsg_strerror(rc));
+    fprintf(stderr, APPLICATION_NAME ": error: could not listen on %s%s%s:%llu: %s\n", open_bracket, ip, close_bracket,
+            port, ibmsg_strerror(rc));
     return EXIT_FAILURE;
   }
   if (!quiet) {
-    printf("listening on %s:%u over %s\n", ip, ibmsg_socket_port(&listen_socket), ibmsg_transport_name(&event_loop));
+    printf("listening on %s%s%s:%u over %s\n", open_bracket, ip, close_bracket, ibmsg_socket_port(&listen_socket),
+           ibmsg_transport_name(&event_loop));
   }
   fflush(stdout);
 

@@ -29,7 +29,8 @@
 static void usage(FILE* out) {
   fprintf(out,
           "usage: " APPLICATION_NAME " [-n COUNT] [-s SIZE] [-w WINDOW] [-v] IP [PORT]\n"
-          "  Connects to an ibmsg-recv at IP:PORT (default port %d) and sends messages.\n"
+          "  Connects to an ibmsg-recv at IP:PORT (default port %d) and sends messages. IP: an IPv4 or\n"
+          "  IPv6 address (fe80::1%%eth0 for a link-local one) or a host name (each address tried in turn).\n"
           "  -n COUNT   number of messages (default 1)\n"
           "  -s SIZE    bytes per message (default %d; the receiver needs -s SIZE too if larger)\n"
           "  -w WINDOW  sends in flight at once (default %d)\n"
