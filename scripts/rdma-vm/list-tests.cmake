@@ -6,8 +6,9 @@
 # GoogleTest programs (each of their test cases is its own ctest test, run with --gtest_filter) are
 # run once as a whole, so the slow machine starts each program once; other tests are run with their
 # exact ctest command. Disabled tests are left out. Each line is bash:
-#   plan_test LABEL KIND NAME WORKING_DIRECTORY ENVIRONMENT_COUNT [NAME=VALUE...] PROGRAM [ARGUMENTS...]
-# with KIND gtest or command, every word single-quoted.
+#   plan_test LABEL KIND NAME WORKING_DIRECTORY SKIP_RETURN_CODE ENVIRONMENT_COUNT [NAME=VALUE...] PROGRAM [ARGUMENTS...]
+# with KIND gtest or command, SKIP_RETURN_CODE the test's ctest property (empty when it has none: an
+# exit with that code is a skip, as in ctest), every word single-quoted.
 cmake_minimum_required(VERSION 3.20)
 
 foreach(required TESTS_JSON LABELS PLAN)
@@ -56,6 +57,7 @@ if(test_count GREATER 0)
     set(test_labels "")
     set(environment "")
     set(working_directory "")
+    set(skip_return_code "")
     set(disabled FALSE)
     string(JSON property_count ERROR_VARIABLE no_properties LENGTH "${test}" properties)
     if(NOT no_properties AND property_count GREATER 0)
@@ -82,6 +84,8 @@ if(test_count GREATER 0)
           set(environment "${values}")
         elseif(property_name STREQUAL "WORKING_DIRECTORY")
           set(working_directory "${values}")
+        elseif(property_name STREQUAL "SKIP_RETURN_CODE")
+          set(skip_return_code "${values}")
         elseif(property_name STREQUAL "DISABLED" AND values)
           set(disabled TRUE)
         endif()
@@ -145,7 +149,8 @@ if(test_count GREATER 0)
     else()
       set(display_name "${matched_label}/${test_name}")
     endif()
-    foreach(word IN ITEMS "${matched_label}" "${kind}" "${display_name}" "${working_directory}" "${environment_count}")
+    foreach(word IN ITEMS "${matched_label}" "${kind}" "${display_name}" "${working_directory}" "${skip_return_code}"
+                          "${environment_count}")
       shell_quote(quoted "${word}")
       string(APPEND line " ${quoted}")
     endforeach()

@@ -11,6 +11,7 @@
 /// keepalive timer that enforces `NetworkConfig::peer_timeout`).
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -78,6 +79,12 @@ public:
 
   /// The provider this backend opens endpoints with.
   [[nodiscard]] const std::string& provider() const noexcept { return m_provider; }
+
+  /// Test hook: keepalive messages this backend has posted so far (tests/libfabric/keepalive_test.cpp
+  /// counts them; nothing else observes a keepalive). Any thread.
+  [[nodiscard]] std::uint64_t keepalives_posted() const noexcept {
+    return m_keepalives_posted.load(std::memory_order_relaxed);
+  }
 
 private:
   using Lock = std::unique_lock<OptionalMutex>;
@@ -271,6 +278,7 @@ private:
   std::chrono::milliseconds m_keepalive_period{0};
   EventTimerHandle m_keepalive_timer; // empty when peer_timeout is 0
   bool m_keepalive_running{false};
+  std::atomic<std::uint64_t> m_keepalives_posted{0}; // keepalives_posted(): one increment per keepalive
 };
 
 template <typename Callback>

@@ -129,7 +129,9 @@ void BackendLibfabric::post_keepalive(Connection& connection) {
   void* desc = connection.send_header_registration.desc();
   // NO_RESOURCES (the provider's queue is full) is retried on the next tick; a failure closes the
   // connection inside post_message.
-  (void)post_message(connection, slot, &message, &desc, 1, 0, false, MessageType::keepalive);
+  if (post_message(connection, slot, &message, &desc, 1, 0, false, MessageType::keepalive) == NetioStatus::OK) {
+    m_keepalives_posted.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 } // namespace netio3::libfabric

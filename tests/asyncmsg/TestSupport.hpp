@@ -3,6 +3,7 @@
 // Helpers of the TCP backend's tests: a loop on its own thread, a thread-safe record of every
 // callback, and raw sockets for playing a misbehaving (or silent) peer. Traffic stays on 127.0.0.1.
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <atomic>
 #include <cerrno>
@@ -140,6 +141,37 @@ inline NetworkConfig recording_config(Events& events, const std::shared_ptr<Base
     events.changed.notify_all();
   };
   return config;
+}
+
+/// The key of a barrier message (`send_barrier_message`): no test sends with it otherwise.
+inline constexpr std::uint64_t barrier_key{0xba77'1e55'0000'0000ULL};
+
+/// A barrier for "nothing more is reported": `backend` (whose callbacks record into `events`) opens
+/// a connection to a listen endpoint of its own, sends one message with `barrier_key` and waits
+/// until that key's completion has been recorded. The backend's callbacks run one after another on
+/// its loop, so whatever it still had to report before the barrier (a late completion, a second
+/// close) has been recorded by then, and the test checks the record without waiting for a fixed
+/// time. Adds two established callbacks, one completion (`barrier_key`) and one received message
+/// to `events`. False if the deadline passed first.
+inline bool send_barrier_message(NetworkBackend& backend, Events& events) {
+  const EndPointAddress listening = backend.open_listen_endpoint({"127.0.0.1", 0}, {});
+  backend.open_send_endpoint(listening, {});
+  const std::vector<std::uint8_t> message(8, 0xba);
+  const auto deadline = std::chrono::steady_clock::now() + wait_limit;
+  NetioStatus status = NetioStatus::NO_RESOURCES;
+  // NO_RESOURCES until the connection is established.
+  while ((status = backend.send_data_copy(listening, std::span<const std::uint8_t>{message}, {}, barrier_key)) ==
+             NetioStatus::NO_RESOURCES &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds{1});
+  }
+  if (status != NetioStatus::OK) {
+    return false;
+  }
+  return events.wait([&] {
+    return std::any_of(events.completed.begin(), events.completed.end(),
+                       [](const auto& entry) { return entry.second == barrier_key; });
+  });
 }
 
 /// `size` bytes of a pattern that depends on `seed`.

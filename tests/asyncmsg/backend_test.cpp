@@ -375,27 +375,33 @@ TEST(AsyncmsgBackend, CloseReturnsEveryPendingKeyOnce) {
     }
   }
   sender->close_send_endpoint(address);
-  ASSERT_TRUE(events.wait([&] { return events.closed.size() == 1; }));
-  const auto& [closed_address, pending] = events.closed.front();
-  EXPECT_EQ(closed_address, address);
-  EXPECT_FALSE(pending.empty()); // the silent receiver took only what the kernel buffers hold
-  std::map<std::uint64_t, int> seen;
-  for (const auto& [where, completed_key] : events.completed) {
-    ++seen[completed_key];
+  ASSERT_TRUE(events.wait([&] { return !events.closed.empty(); }));
+  std::size_t completed_before_barrier = 0;
+  {
+    const std::lock_guard lock{events.mutex}; // a stray late callback may still append
+    const auto& [closed_address, pending] = events.closed.front();
+    EXPECT_EQ(closed_address, address);
+    EXPECT_FALSE(pending.empty()); // the silent receiver took only what the kernel buffers hold
+    std::map<std::uint64_t, int> seen;
+    for (const auto& [where, completed_key] : events.completed) {
+      ++seen[completed_key];
+    }
+    for (const std::uint64_t pending_key : pending) {
+      ++seen[pending_key];
+    }
+    ASSERT_EQ(seen.size(), accepted.size());
+    for (const auto& [seen_key, count] : seen) {
+      EXPECT_EQ(count, 1) << "key " << seen_key;
+      EXPECT_TRUE(accepted.contains(seen_key)) << "key " << seen_key;
+    }
+    completed_before_barrier = events.completed.size();
   }
-  for (const std::uint64_t pending_key : pending) {
-    ++seen[pending_key];
-  }
-  ASSERT_EQ(seen.size(), accepted.size());
-  for (const auto& [seen_key, count] : seen) {
-    EXPECT_EQ(count, 1) << "key " << seen_key;
-    EXPECT_TRUE(accepted.contains(seen_key)) << "key " << seen_key;
-  }
-  // Nothing after the close.
-  std::this_thread::sleep_for(std::chrono::milliseconds{50});
+  // Nothing after the close: a barrier message through the same backend, then the record again.
+  ASSERT_TRUE(send_barrier_message(*sender, events)) << "the barrier message did not complete";
   const std::lock_guard lock{events.mutex};
-  EXPECT_EQ(events.closed.size(), 1U);
-  EXPECT_EQ(events.completed.size() + pending.size(), accepted.size());
+  EXPECT_EQ(events.closed.size(), 1U) << "a second close was reported";
+  EXPECT_EQ(events.completed.size(), completed_before_barrier + 1) << "a completion came after the close";
+  EXPECT_EQ(events.completed.back().second, barrier_key);
 }
 
 TEST(AsyncmsgBackend, BackpressureKeepsUnsentBytesBounded) {
@@ -473,17 +479,29 @@ TEST(AsyncmsgBackend, PeerHangUpReturnsPendingKeys) {
   ASSERT_FALSE(accepted.empty());
   silent.connection.close(); // the receiver goes away with data unread: the sender sees a reset
   ASSERT_TRUE(events.wait([&] { return events.closed.size() == 1; }));
+  // Anything the backend still reports for the connection comes before the barrier's completion.
+  ASSERT_TRUE(send_barrier_message(*sender, events)) << "the barrier message did not complete";
+  std::unique_lock lock{events.mutex};
+  ASSERT_EQ(events.closed.size(), 1U) << "the close was reported twice";
+  // Every accepted key exactly once (completed or returned), and nothing else: a key reported for a
+  // send that returned NO_RESOURCES, or twice, is a failure.
   std::map<std::uint64_t, int> seen;
   for (const auto& [where, key] : events.completed) {
-    ++seen[key];
+    if (key != barrier_key) {
+      ++seen[key];
+    }
   }
   for (const std::uint64_t key : events.closed.front().second) {
     ++seen[key];
   }
-  EXPECT_EQ(seen.size(), accepted.size());
   for (const auto& [key, count] : seen) {
-    EXPECT_EQ(count, 1) << "key " << key;
+    EXPECT_EQ(count, 1) << "key " << key << " was reported " << count << " times";
+    EXPECT_TRUE(accepted.contains(key)) << "key " << key << " was reported, but its send was not accepted";
   }
+  for (const std::uint64_t key : accepted) {
+    EXPECT_TRUE(seen.contains(key)) << "accepted key " << key << " was never reported";
+  }
+  lock.unlock();
   // The endpoint is gone after its closed callback.
   EXPECT_THROW((void)sender->send_data(address, std::span<std::uint8_t>{region}, {}, 999), UnknownSendEndpoint);
 }
@@ -776,7 +794,9 @@ TEST(AsyncmsgBackend, CloseAcceptedConnection) {
     return std::any_of(receiver_events.received.begin(), receiver_events.received.end(),
                        [&](const auto& entry) { return entry.first == receiver_events.established.front(); });
   }));
-  std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  // That message is the barrier: it was sent after the three closes, so any further close the
+  // receiver had to report (a second one for a closed connection, or one for the other connection)
+  // was recorded before it arrived.
   const std::lock_guard lock{receiver_events.mutex};
   EXPECT_EQ(receiver_events.closed.size(), 3U); // once per connection, nothing for the other one
   EXPECT_FALSE(receiver_events.off_loop_thread);

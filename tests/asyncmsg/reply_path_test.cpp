@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <map>
@@ -186,12 +187,15 @@ TEST(ReplyPath, RequestResponseBurstsFromCallbacks) {
 }
 
 /// A backend on its own loop whose callbacks run `on_established` and `on_completed` (inside its
-/// event handlers) and record every completion and close.
+/// event handlers) and record every completion and close. A barrier connection (`barrier`) is kept
+/// out of both: its callbacks only record that the barrier passed.
 struct CallbackSender {
   std::mutex mutex;
   std::vector<std::uint64_t> completed;
   std::vector<std::vector<std::uint64_t>> closed;
   std::size_t completions_after_close{0};
+  bool barrier_completed{false};
+  EndPointAddress barrier_address;
   std::function<void(const EndPointAddress&)> on_established;
   std::function<void(const EndPointAddress&, std::uint64_t)> on_completed;
   // Last, so that they go first: no callback runs once the members above are destroyed.
@@ -201,6 +205,9 @@ struct CallbackSender {
   CallbackSender() {
     NetworkConfig config;
     config.on_connection_established_cb = [this](const EndPointAddress& where) {
+      if (is_barrier(where)) {
+        return;
+      }
       if (on_established) {
         on_established(where);
       }
@@ -208,6 +215,10 @@ struct CallbackSender {
     config.on_send_completed_cb = [this](const EndPointAddress& where, std::uint64_t key) {
       {
         const std::lock_guard lock{mutex};
+        if (where == barrier_address && key == barrier_key) {
+          barrier_completed = true;
+          return;
+        }
         completed.push_back(key);
         if (!closed.empty()) {
           ++completions_after_close;
@@ -222,6 +233,42 @@ struct CallbackSender {
       closed.push_back(keys);
     };
     backend = NetworkBackend::create(NetworkType::ASYNCMSG, config, loop.loop());
+  }
+
+  bool is_barrier(const EndPointAddress& where) {
+    const std::lock_guard lock{mutex};
+    return where == barrier_address;
+  }
+
+  /// A barrier for "nothing more is reported": one message with `barrier_key` to `listening` (a
+  /// listen endpoint that no other connection of this sender uses) through this backend, and a
+  /// wait for its completion. The backend's callbacks run one after another on its loop, so
+  /// whatever it still had to report before (a late completion, a second close) has been recorded
+  /// by then. False if the deadline passed first.
+  bool barrier(const EndPointAddress& listening) {
+    {
+      const std::lock_guard lock{mutex};
+      barrier_address = listening;
+    }
+    backend->open_send_endpoint(listening, {});
+    const std::vector<std::uint8_t> message(8, 0xba);
+    const auto deadline = std::chrono::steady_clock::now() + wait_limit;
+    NetioStatus status = NetioStatus::NO_RESOURCES;
+    while ((status = backend->send_data_copy(listening, std::span<const std::uint8_t>{message}, {}, barrier_key)) ==
+               NetioStatus::NO_RESOURCES &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds{1}); // until the connection is established
+    }
+    while (status == NetioStatus::OK && std::chrono::steady_clock::now() < deadline) {
+      {
+        const std::lock_guard lock{mutex};
+        if (barrier_completed) {
+          return true;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds{1});
+    }
+    return false;
   }
 
   bool wait_closed() {
@@ -260,7 +307,7 @@ TEST(ReplyPath, CloseInTheCallbackThatSentReturnsTheKeys) {
   };
   sender.backend->open_send_endpoint(address, {});
   ASSERT_TRUE(sender.wait_closed());
-  std::this_thread::sleep_for(std::chrono::milliseconds{20}); // anything late would show up now
+  ASSERT_TRUE(sender.barrier(receiver->open_listen_endpoint({localhost, 0}, {}))); // anything late shows up now
   const std::lock_guard lock{sender.mutex};
   EXPECT_EQ(accepted, (std::vector<std::uint64_t>{0, 1, 2, 3, 4}));
   EXPECT_TRUE(sender.completed.empty()) << "closed in the same callback: the keys come with the close";
@@ -291,14 +338,20 @@ TEST(ReplyPath, CloseFromACompletionCallbackReturnsTheRest) {
   };
   sender.backend->open_send_endpoint(address, {});
   ASSERT_TRUE(sender.wait_closed());
-  std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  ASSERT_TRUE(sender.barrier(receiver->open_listen_endpoint({localhost, 0}, {}))); // anything late shows up now
   const std::lock_guard lock{sender.mutex};
   EXPECT_EQ(sender.completed, (std::vector<std::uint64_t>{0}));
   ASSERT_EQ(sender.closed.size(), 1U);
   EXPECT_EQ(sender.closed.front(), (std::vector<std::uint64_t>{1, 2, 3, 4, 5}));
   EXPECT_EQ(sender.completions_after_close, 0U);
-  EXPECT_TRUE(receiver_events.wait([&] { return receiver_events.received.size() == 6; }))
+  const auto sent_messages = [&] {
+    return std::count_if(receiver_events.received.begin(), receiver_events.received.end(),
+                         [&](const auto& entry) { return entry.second == message; });
+  };
+  EXPECT_TRUE(receiver_events.wait([&] { return sent_messages() >= 6; }))
       << "the messages were on the wire before the close";
+  const std::lock_guard receiver_lock{receiver_events.mutex};
+  EXPECT_EQ(sent_messages(), 6);
 }
 
 // A callback that sends on every completion keeps the loop busy only for a bounded number of
@@ -347,7 +400,16 @@ TEST(ReplyPath, CompletionChainsDoNotStarveTheLoop) {
   EXPECT_TRUE(other_events.wait([&] { return other_events.completed.size() == 100; }))
       << "the other connection starved";
   stop = true;
-  std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  // Barrier: one more message from the other backend on the chain's loop thread. Callbacks on that
+  // thread run one at a time, so once its completion has been reported, a chain callback that was
+  // running when `stop` was set has returned, and every later one sees `stop`: `next` is final.
+  NetioStatus barrier_status = NetioStatus::NO_RESOURCES;
+  while ((barrier_status = other->send_data_copy(other_address, std::span<const std::uint8_t>{message}, {}, 100)) ==
+         NetioStatus::NO_RESOURCES) {
+    std::this_thread::yield();
+  }
+  ASSERT_EQ(barrier_status, NetioStatus::OK);
+  ASSERT_TRUE(other_events.wait([&] { return other_events.completed.size() == 101; }));
   const std::uint64_t sent = next.load();
   const auto deadline = std::chrono::steady_clock::now() + wait_limit;
   while (std::chrono::steady_clock::now() < deadline) {
@@ -375,6 +437,7 @@ TEST(ReplyPath, CloseWhileACompletionChainRuns) {
   auto receiver = NetworkBackend::create(NetworkType::ASYNCMSG, recording_config(receiver_events, receiver_loop.loop()),
                                          receiver_loop.loop());
   const EndPointAddress address = receiver->open_listen_endpoint({localhost, 0}, {});
+  const EndPointAddress barrier_listening = receiver->open_listen_endpoint({localhost, 0}, {});
   for (int cycle = 0; cycle < 20; ++cycle) {
     const auto message = pattern(48, 4);
     std::atomic<std::uint64_t> next{0};
@@ -404,7 +467,7 @@ TEST(ReplyPath, CloseWhileACompletionChainRuns) {
     ASSERT_TRUE(receiver_events.wait([&] { return receiver_events.received_count > started + 200; }));
     chain.backend->close_send_endpoint(address);
     ASSERT_TRUE(chain.wait_closed());
-    std::this_thread::sleep_for(std::chrono::milliseconds{5});
+    ASSERT_TRUE(chain.barrier(barrier_listening)) << "cycle " << cycle; // anything late shows up now
     const std::uint64_t sent = next.load();
     const std::lock_guard lock{chain.mutex};
     ASSERT_EQ(chain.closed.size(), 1U);

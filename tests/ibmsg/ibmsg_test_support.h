@@ -16,6 +16,10 @@
 /* Every wait gives up after this many seconds: a hang becomes a failure, not a stuck CI job. */
 #define TEST_HANG_GUARD_SECONDS (60.0)
 
+/* Exit code of a test program whose case cannot run here: ctest reports it as skipped
+ * (SKIP_RETURN_CODE in tests/ibmsg/CMakeLists.txt), and so does the Soft-RoCE runner. */
+#define TEST_SKIPPED 77
+
 #define CHECK(condition)                                                                                               \
   do {                                                                                                                 \
     if (!(condition)) {                                                                                                \

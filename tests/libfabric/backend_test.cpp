@@ -568,11 +568,8 @@ TEST_P(LibfabricProvider, ClosingAnAcceptedConnectionFromAnotherThreadEndsBothSi
   EXPECT_THROW(receiver.close_accepted_connection(EndPointAddress{test_address(), 1}), UnknownListenEndpoint);
   EXPECT_THROW(receiver.close_accepted_connection(pair.listening), UnknownListenEndpoint);
 
-  // Nothing else fires for the closed connection (a guard period, not a timing assertion).
-  const auto quiet_receiver = [](const Record& r) { return r.closed.size() > 1 || r.received_count > 1; };
-  const auto quiet_sender = [](const Record& r) { return r.closed.size() > 1 || !r.completed_keys.empty(); };
-  EXPECT_FALSE(pair.receiver->wait(quiet_receiver, std::chrono::milliseconds{300}));
-  EXPECT_FALSE(pair.sender->wait(quiet_sender, std::chrono::milliseconds{1}));
+  // What the closed connection reported; that nothing more comes for it is checked after the
+  // barrier below (a message over a new connection).
   pair.receiver->inspect([&](const Record& r) {
     ASSERT_EQ(r.closed.size(), 1U);
     EXPECT_EQ(r.closed.front().address, peer);
@@ -603,11 +600,19 @@ TEST_P(LibfabricProvider, ClosingAnAcceptedConnectionFromAnotherThreadEndsBothSi
     }
     pair.sender->wait_for_change(std::chrono::milliseconds{20});
   }
-  ASSERT_TRUE(pair.sender->wait([](const Record& r) { return r.completed_keys.size() == 1; }));
+  ASSERT_TRUE(pair.sender->wait([](const Record& r) { return !r.completed_keys.empty(); }));
+  ASSERT_TRUE(pair.receiver->wait([](const Record& r) { return r.received_count >= 2; }));
+  // That message is the barrier: sent after the close, it arrives after anything either side still
+  // had to report for the closed connection (a second close, a key, a late message).
   pair.receiver->inspect([&](const Record& r) {
-    EXPECT_EQ(r.received_count, 2U);
+    EXPECT_EQ(r.received_count, 2U) << "a message of the closed connection was delivered after its close";
+    EXPECT_EQ(r.closed.size(), 1U) << "the closed connection was reported closed twice";
     EXPECT_NE(r.established.back(), peer);
     EXPECT_EQ(r.received.back().from, r.established.back());
+  });
+  pair.sender->inspect([&](const Record& r) {
+    EXPECT_EQ(r.closed.size(), 1U) << "the closed connection was reported closed twice";
+    EXPECT_EQ(r.completed_keys, (std::vector<std::uint64_t>{10})) << "a key of the closed connection was reported";
   });
 }
 
@@ -654,8 +659,8 @@ TEST_P(LibfabricProvider, ClosingAnAcceptedConnectionFromItsOwnCallbackInUnsafeM
   gate_changed.notify_all();
   ASSERT_TRUE(pair.receiver->wait([](const Record& r) { return !r.closed.empty(); }));
   ASSERT_TRUE(pair.sender->wait([](const Record& r) { return !r.closed.empty(); }));
-  const auto extra = [](const Record& r) { return r.closed.size() > 1 || r.received_count > 1; };
-  EXPECT_FALSE(pair.receiver->wait(extra, std::chrono::milliseconds{300}));
+  // That nothing more comes for the closed connection is checked at the end, after a message over
+  // a new connection (the barrier).
   const EndPointAddress first_peer = pair.receiver->inspect([](const Record& r) {
     EXPECT_EQ(r.closed.size(), 1U);
     EXPECT_EQ(r.closed.front().address, r.established.front());
@@ -676,12 +681,17 @@ TEST_P(LibfabricProvider, ClosingAnAcceptedConnectionFromItsOwnCallbackInUnsafeM
   ASSERT_TRUE(pair.sender->wait([](const Record& r) { return r.established.size() == 2; }));
   ASSERT_TRUE(pair.receiver->wait([](const Record& r) { return r.established.size() == 2; }));
   ASSERT_EQ(sender.send_data_copy(pair.target, data, {}, 3), NetioStatus::OK);
-  ASSERT_TRUE(pair.sender->wait([](const Record& r) { return r.completed_keys.size() == 1; }));
+  ASSERT_TRUE(pair.sender->wait([](const Record& r) { return !r.completed_keys.empty(); }));
+  ASSERT_TRUE(pair.receiver->wait([](const Record& r) { return r.received_count >= 2; }));
   EXPECT_TRUE(unknown_threw.load());
   pair.receiver->inspect([&](const Record& r) {
-    EXPECT_EQ(r.received_count, 2U);
-    EXPECT_EQ(r.closed.size(), 1U);
+    EXPECT_EQ(r.received_count, 2U) << "a message of the closed connection was delivered after its close";
+    EXPECT_EQ(r.closed.size(), 1U) << "the closed connection was reported closed twice";
     EXPECT_NE(r.established.back(), first_peer);
+  });
+  pair.sender->inspect([](const Record& r) {
+    EXPECT_EQ(r.closed.size(), 1U) << "the closed connection was reported closed twice";
+    EXPECT_EQ(r.completed_keys, (std::vector<std::uint64_t>{3})) << "a key of the closed connection was reported";
   });
 }
 
@@ -765,38 +775,155 @@ TEST_P(LibfabricProvider, SharedPoolsCarryMessages) {
   });
 }
 
+/// File descriptors open now that were not open at `before` (from `open_fds`), one per line; empty
+/// when everything opened since was closed. One kind is left out, with the `sockets` provider
+/// only, because the provider keeps it by itself: a connection that the listener thread of a passive
+/// endpoint accepted, and whose connection request its connection-management thread had not read
+/// yet when the endpoint was closed, is neither closed nor freed (libfabric 1.17,
+/// prov/sockets/src/sock_ep_msg.c: sock_pep_listener_thread accepts the socket and adds it to the
+/// cm thread's epoll set; sock_pep_fi_close -> sock_ep_cm_stop_thread closes that epoll set, not
+/// the sockets in it). Such a socket is recognised by its local port, one of `listener_ports`.
+std::string fds_left_open(const std::vector<std::string>& before, const std::string& provider,
+                          const std::vector<std::uint16_t>& listener_ports = {}) {
+  std::string text;
+  for (const auto& fd : open_fds()) {
+    if (std::find(before.begin(), before.end(), fd) != before.end()) {
+      continue;
+    }
+    if (provider == "sockets" && fd.find(" -> socket:") != std::string::npos &&
+        std::find(listener_ports.begin(), listener_ports.end(), local_port(std::stoi(fd))) != listener_ports.end()) {
+      continue; // the provider's own leak described above
+    }
+    text += "  " + fd + "\n";
+  }
+  return text;
+}
+
+/// Opens and destroys one connected pair over `provider`: libfabric opens what it keeps for the
+/// whole process (once per provider) the first time, so descriptor counts are taken after this.
+void warm_up(const std::string& provider) {
+  Pair pair{provider, receive_params(4096, 4), ConnectionParameters{}};
+  pair.wait_established();
+}
+
+/// Destroys `node`'s backend while its loop runs and checks what destruction promises: it invokes
+/// no callback (none runs during the destructor, here on the test thread, nor later on the loop:
+/// `loop_barrier` lets the loop handle anything that was still due).
+void destroy_and_expect_silence(Node& node, const char* which) {
+  node.destroy_backend();
+  ASSERT_TRUE(node.loop_barrier()) << which << ": the loop did not run on after the backend was destroyed";
+  node.inspect([which](const Record& r) {
+    EXPECT_EQ(r.off_loop_callbacks, 0U) << which << ": a callback ran on the destroying thread";
+    EXPECT_EQ(r.callbacks_after_destruction, 0U) << which << ": a callback ran after the backend was destroyed";
+  });
+}
+
+// Destroying backends while their loops run, with a connection open and zero-copy sends in flight
+// (the receiver holds the first message in its callback, so no credit returns and no send
+// completes): the destroyed sender invokes no callback then or afterwards, so none of its keys is
+// reported; the receiver, still alive, sees the connection closed; destroying the receiver invokes
+// no callback either; and once both are gone the process has the descriptors it had before.
 TEST_P(LibfabricProvider, DestroyingTheBackendWhileTheLoopRunsIsClean) {
+  warm_up(GetParam());
+  const std::vector<std::string> descriptors_before = open_fds();
+  std::mutex gate_mutex;
+  std::condition_variable gate_changed;
+  bool gate_open = false;
+  bool holding = false;
+  Node::Options receiver_options;
+  receiver_options.on_data = [&](const EndPointAddress&, std::span<const std::uint8_t>) {
+    std::unique_lock lock{gate_mutex};
+    holding = true;
+    gate_changed.notify_all();
+    gate_changed.wait_for(lock, wait_deadline, [&] { return gate_open; });
+  };
   Region region{65536};
   ConnectionParameters send;
   send.mr_start = region.data();
   send.mr_size = region.size();
   send.num_buf = 4;
   send.buf_size = 1024;
-  auto pair = std::make_unique<Pair>(GetParam(), receive_params(4096, 4), send);
+  auto pair = std::make_unique<Pair>(GetParam(), receive_params(4096, 4), send, receiver_options);
   pair->wait_established();
-  for (std::uint64_t key = 0; key < 3; ++key) {
-    (void)pair->sender->backend().send_data(pair->target, std::span<std::uint8_t>{region.data(), 64}, {}, key);
+  const std::vector<std::uint64_t> keys{1, 2, 3};
+  for (const std::uint64_t key : keys) {
+    ASSERT_EQ(pair->sender->backend().send_data(pair->target, std::span<std::uint8_t>{region.data() + key * 1024, 64},
+                                                {}, key),
+              NetioStatus::OK)
+        << "key " << key;
   }
-  pair.reset(); // destroys backends with loops still running, connections open and sends in flight
-  SUCCEED();
+  {
+    std::unique_lock lock{gate_mutex};
+    ASSERT_TRUE(gate_changed.wait_for(lock, wait_deadline, [&] { return holding; }))
+        << "the first message never reached the receiver";
+  }
+  // The sender is quiet now (no completion can come): any callback from here on comes from the
+  // destruction.
+  const std::size_t sender_callbacks = pair->sender->inspect([](const Record& r) { return r.callbacks; });
+  destroy_and_expect_silence(*pair->sender, "sender");
+  {
+    const std::lock_guard lock{gate_mutex};
+    gate_open = true;
+  }
+  gate_changed.notify_all();
+  ASSERT_TRUE(pair->receiver->wait([](const Record& r) { return r.closed.size() == 1; }))
+      << "the receiver never saw the destroyed sender's connection close";
+  ASSERT_TRUE(pair->sender->loop_barrier());
+  pair->sender->inspect([&](const Record& r) {
+    EXPECT_EQ(r.callbacks, sender_callbacks) << "the destroyed sender invoked callbacks";
+    EXPECT_TRUE(r.completed_keys.empty()) << "a key was reported although no credit came back";
+    EXPECT_TRUE(r.closed.empty()) << "destruction must not report the close";
+  });
+  pair->receiver->inspect([&](const Record& r) {
+    EXPECT_EQ(r.closed.front().address, r.established.front());
+    EXPECT_LE(r.received_count, keys.size());
+  });
+
+  const std::size_t receiver_callbacks = pair->receiver->inspect([](const Record& r) { return r.callbacks; });
+  destroy_and_expect_silence(*pair->receiver, "receiver");
+  pair->receiver->inspect([&](const Record& r) {
+    EXPECT_EQ(r.callbacks, receiver_callbacks) << "the destroyed receiver invoked callbacks";
+  });
+  pair.reset(); // the loops
+  EXPECT_EQ(fds_left_open(descriptors_before, GetParam()), "") << "file descriptors were left open";
 }
 
+// Both backends go while the connection is being set up (requests queued, accepts in flight), and
+// after a close with the next connection to the same listener being set up: no callback runs in or
+// after the destructors, and each round gives back every file descriptor it opened.
 TEST_P(LibfabricProvider, DestroyingDuringConnectionSetUpIsClean) {
-  // Both backends go while the connection is being set up (requests queued, accepts in flight).
-  for (int round = 0; round < 5; ++round) {
-    auto pair = std::make_unique<Pair>(GetParam(), receive_params(4096, 4), ConnectionParameters{});
-    pair.reset();
+  if (GetParam() == "sockets") {
+    expect_sockets_provider_leak(); // the provider's own (see fds_left_open and sanitizer_suppressions.cpp)
   }
-  // And after a close, with the next connection to the same listener being set up.
+  warm_up(GetParam());
+  const std::vector<std::string> descriptors_before = open_fds();
+  std::vector<std::uint16_t> listener_ports;
   for (int round = 0; round < 5; ++round) {
+    SCOPED_TRACE("set-up round " + std::to_string(round));
     auto pair = std::make_unique<Pair>(GetParam(), receive_params(4096, 4), ConnectionParameters{});
+    listener_ports.push_back(pair->listening.port());
+    destroy_and_expect_silence(*pair->sender, "sender");
+    destroy_and_expect_silence(*pair->receiver, "receiver");
+    pair.reset();
+    EXPECT_EQ(fds_left_open(descriptors_before, GetParam(), listener_ports), "") << "file descriptors were left open";
+  }
+  for (int round = 0; round < 5; ++round) {
+    SCOPED_TRACE("reopen round " + std::to_string(round));
+    auto pair = std::make_unique<Pair>(GetParam(), receive_params(4096, 4), ConnectionParameters{});
+    listener_ports.push_back(pair->listening.port());
     pair->wait_established();
     pair->sender->backend().close_send_endpoint(pair->target);
     ASSERT_TRUE(pair->sender->wait([](const Record& r) { return r.closed.size() == 1; }));
     pair->sender->backend().open_send_endpoint(pair->target, ConnectionParameters{});
+    destroy_and_expect_silence(*pair->sender, "sender");
+    destroy_and_expect_silence(*pair->receiver, "receiver");
+    pair->sender->inspect([](const Record& r) {
+      EXPECT_EQ(r.closed.size(), 1U) << "the closed callback came more than once";
+      EXPECT_LE(r.established.size(), 2U);
+    });
     pair.reset();
+    EXPECT_EQ(fds_left_open(descriptors_before, GetParam(), listener_ports), "") << "file descriptors were left open";
   }
-  SUCCEED();
 }
 
 INSTANTIATE_TEST_SUITE_P(Providers, LibfabricProvider, ::testing::Values("tcp", "sockets"),

@@ -3,8 +3,8 @@
 // delivered), and a peer that stops answering (a process stopped with SIGSTOP: its kernel keeps the
 // TCP connection alive, so only the backend's own keepalive can notice) is reported closed on the
 // other side, with its pending zero-copy keys. The deadlines are generous guards, never timing
-// assertions: with peer_timeout = 300 ms the loss is reported after about 0.3-0.5 s, the tests allow
-// 10 s.
+// assertions: with peer_timeout = 750 ms (short_timeout) the loss is reported after about 0.75-1.2 s
+// (the timeout plus a keepalive tick or two), the tests allow 10 s.
 
 #include <gtest/gtest.h>
 
@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "libfabric/BackendLibfabric.hpp"
 #include "libfabric/Harness.hpp"
 
 extern char** environ; // NOLINT: POSIX
@@ -152,6 +153,11 @@ Node::Options with_peer_timeout(const std::string& provider, std::chrono::millis
   return options;
 }
 
+/// Keepalives `node`'s backend has posted (BackendLibfabric's test hook).
+std::uint64_t keepalives_posted(Node& node) {
+  return dynamic_cast<BackendLibfabric&>(node.backend()).keepalives_posted();
+}
+
 ConnectionParametersRecv receive_params() {
   ConnectionParametersRecv params;
   params.buf_size = 4096;
@@ -192,7 +198,7 @@ protected:
   }
 };
 
-// With peer_timeout = 300 ms on both sides an idle connection stays open for 3 s (ten timeouts):
+// With peer_timeout = 750 ms on both sides an idle connection stays open for 3 s (four timeouts):
 // the sender's keepalives, answered by the receiver's credits, keep both sides from declaring the
 // other silent. Messages still flow afterwards, and no keepalive reaches the application.
 TEST_P(Keepalive, IdleConnectionStaysOpenAndMessagesFlowAfterwards) {
@@ -336,20 +342,45 @@ TEST_P(Keepalive, StoppedReceiverOfAnIdleSenderIsReportedClosed) {
   });
 }
 
-// peer_timeout = 0: no keepalives and no silence check; an idle connection to a stopped receiver is
-// not noticed (behaviour of the OS and provider alone), which the test shows for 2 s.
+// peer_timeout = 0: the backend sends no keepalives and watches no silence. A control sender with a
+// short peer_timeout, connected to the same peer at the same time, shows what would happen
+// otherwise and is the test's clock: the test waits until the control has posted several keepalives
+// (a count, not a time) and then expects none from the quiet sender (counted by the backend's test
+// hook); it then stops the peer, waits until the control has noticed, and expects the quiet
+// sender's idle connection to a stopped peer still open (without keepalives nothing can tell it
+// from a healthy one: the behaviour of the OS and provider alone).
 TEST_P(Keepalive, ZeroPeerTimeoutSendsNoKeepalives) {
   PeerProcess peer{{"listen", GetParam(), "0"}};
   const auto port_line = peer.wait_for_line("PORT ", wait_deadline);
   ASSERT_TRUE(port_line) << peer.transcript();
   const EndPointAddress target{test_address(), static_cast<std::uint16_t>(std::stoul(port_line->substr(5)))};
-  Node sender{with_peer_timeout(GetParam(), 0ms)};
-  sender.backend().open_send_endpoint(target, ConnectionParameters{});
-  ASSERT_TRUE(sender.wait([](const Record& r) { return !r.established.empty(); }));
+  Node quiet{with_peer_timeout(GetParam(), 0ms)};
+  Node control{with_peer_timeout(GetParam(), short_timeout)};
+  quiet.backend().open_send_endpoint(target, ConnectionParameters{});
+  control.backend().open_send_endpoint(target, ConnectionParameters{});
+  ASSERT_TRUE(quiet.wait([](const Record& r) { return !r.established.empty(); }));
+  ASSERT_TRUE(control.wait([](const Record& r) { return !r.established.empty(); }));
   ASSERT_TRUE(peer.wait_for_line("ESTABLISHED", wait_deadline)) << peer.transcript();
+  ASSERT_TRUE(peer.wait_for_line("ESTABLISHED", wait_deadline)) << peer.transcript();
+
+  // Keepalives cause no callback: poll the count (a guard deadline, never a timing assertion).
+  constexpr std::uint64_t control_keepalives = 4;
+  const auto deadline = std::chrono::steady_clock::now() + loss_bound;
+  while (keepalives_posted(control) < control_keepalives && std::chrono::steady_clock::now() < deadline) {
+    control.wait_for_change(20ms);
+  }
+  ASSERT_GE(keepalives_posted(control), control_keepalives)
+      << "the control sender (peer_timeout " << short_timeout.count() << " ms) sent too few keepalives";
+  EXPECT_EQ(keepalives_posted(quiet), 0U) << "with peer_timeout 0 the backend must send no keepalives";
+
   ASSERT_TRUE(peer.stop());
-  EXPECT_FALSE(sender.wait([](const Record& r) { return !r.closed.empty(); }, 2s))
-      << "with peer_timeout 0 nothing should declare the idle peer lost";
+  ASSERT_TRUE(control.wait([](const Record& r) { return !r.closed.empty(); }, loss_bound))
+      << "the control sender did not notice the stopped peer within " << loss_bound.count() << " ms";
+  EXPECT_EQ(keepalives_posted(quiet), 0U) << "with peer_timeout 0 the backend must send no keepalives";
+  quiet.inspect([](const Record& r) {
+    EXPECT_TRUE(r.closed.empty()) << "with peer_timeout 0 nothing should declare the idle peer lost";
+    EXPECT_TRUE(r.refused.empty());
+  });
 }
 
 INSTANTIATE_TEST_SUITE_P(Providers, Keepalive, ::testing::Values("tcp", "sockets"),
