@@ -26,11 +26,10 @@ using Message = std::tuple<std::uint64_t, std::vector<std::uint8_t>, std::uint8_
 
 std::vector<Message> collect(std::span<const std::uint8_t> buffer) {
   std::vector<Message> messages;
-  BufferFormatter::decode_checked(buffer,
-                                  [&](std::uint64_t tag, std::span<const std::uint8_t> payload, std::uint8_t status) {
-                                    messages.emplace_back(tag, std::vector<std::uint8_t>(payload.begin(), payload.end()),
-                                                          status);
-                                  });
+  BufferFormatter::decode_checked(
+      buffer, [&](std::uint64_t tag, std::span<const std::uint8_t> payload, std::uint8_t status) {
+        messages.emplace_back(tag, std::vector<std::uint8_t>(payload.begin(), payload.end()), status);
+      });
   return messages;
 }
 
