@@ -299,6 +299,11 @@ private:
     if (m_options.quiet) {
       return;
     }
+    if (m_options.tags.size() > max_event_lines && m_acknowledged + m_refused < m_options.tags.size() && !m_lost) {
+      // Acknowledgements travel on the control connection, data on the data connection: with many
+      // tags the data may be through before the last acknowledgement.
+      notef("{} of {} subscriptions had been acknowledged when it ended", m_acknowledged, m_options.tags.size());
+    }
     if (m_received == 0) {
       note("received no messages");
       return;
