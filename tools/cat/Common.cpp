@@ -90,6 +90,9 @@ void live_line(std::string_view text) {
   std::string line = "\r\033[K";
   line += text;
   const std::lock_guard lock{stderr_mutex()};
+  if (text.empty() && !live_line_drawn) {
+    return; // nothing to clear
+  }
   live_line_drawn = !text.empty();
   write_all(line);
 }

@@ -2,6 +2,7 @@
 
 // netio3-cat: what both roles share: the backend choice, stop signals, messages on stderr.
 
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <string_view>
@@ -23,6 +24,11 @@ struct BackendChoice {
   NetworkMode mode{NetworkMode::TCP};
   std::string provider{}; ///< libfabric only; empty: FI_PROVIDER or the mode's default.
 };
+
+/// "1 message", "2 messages".
+[[nodiscard]] inline std::string messages_text(std::uint64_t count) {
+  return std::to_string(count) + (count == 1 ? " message" : " messages");
+}
 
 /// The text of an errno value (thread-safe, unlike std::strerror).
 [[nodiscard]] std::string error_text(int error_number);

@@ -238,10 +238,11 @@ public:
       m_publisher.reset();
       throw;
     }
+    print_subscriber_changes();
     monitor.reset();
     m_publisher.reset(); // closes every connection, while the loop still runs
     if (!m_options.quiet) {
-      notef("published {} messages, {} bytes, to tag{} {}{}{}", m_published, m_bytes,
+      notef("published {}, {} bytes, to tag{} {}{}{}", messages_text(m_published), m_bytes,
             m_options.tags.size() == 1 ? "" : "s", describe_tags(m_options.tags),
             m_dropped > 0 ? fmt::format("; {} dropped (no subscriber)", m_dropped) : std::string{},
             m_too_long > 0 ? fmt::format("; {} lines too long for a message", m_too_long) : std::string{});
@@ -401,6 +402,7 @@ private:
       case NetioPublisherStatus::NO_SUBSCRIBERS:
         if (generated && m_publisher->subscriber_count() == 0) {
           // Nobody at all: the generator waits for someone rather than spinning.
+          print_subscriber_changes();
           if (!m_told_paused && !m_options.quiet) {
             note("no subscribers: generating paused until one subscribes");
             m_told_paused = true;

@@ -169,8 +169,8 @@ private:
     } else if (m_acknowledged == 0) {
       notef("the publisher at {} refused the subscription and closed the connection", publisher);
     } else {
-      notef("lost the publisher at {} after {} messages: it ended, was killed, or the network failed", publisher,
-            m_received);
+      notef("lost the publisher at {} after {}: it ended, was killed, or the network failed", publisher,
+            messages_text(m_received));
     }
     request_stop(exit_failure);
   }
@@ -310,10 +310,10 @@ private:
     }
     const double seconds = std::chrono::duration<double>(m_last - m_first).count();
     if (seconds <= 0.0) {
-      notef("received {} messages, {} bytes", m_received, m_bytes);
+      notef("received {}, {} bytes", messages_text(m_received), m_bytes);
       return;
     }
-    notef("received {} messages, {} bytes in {:.3f} s ({} messages/s, {:.1f} MB/s)", m_received, m_bytes, seconds,
+    notef("received {}, {} bytes in {:.3f} s ({} messages/s, {:.1f} MB/s)", messages_text(m_received), m_bytes, seconds,
           human_count(static_cast<double>(m_received) / seconds), static_cast<double>(m_bytes) / seconds / 1e6);
   }
 
