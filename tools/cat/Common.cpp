@@ -11,17 +11,19 @@ namespace netio3::cat {
 
 namespace {
 
-volatile std::sig_atomic_t stop_fd{-1};
-volatile std::sig_atomic_t stop_requests{0};
+// Atomics rather than volatile sig_atomic_t: the handler may run on any thread (the loop's too),
+// and lock-free atomics are async-signal-safe.
+std::atomic<int> stop_fd{-1};
+std::atomic<int> stop_requests{0};
+static_assert(std::atomic<int>::is_always_lock_free);
 
 extern "C" void on_stop_signal(int /*signal*/) {
-  stop_requests = stop_requests + 1;
-  if (stop_requests > 1) {
+  if (stop_requests.fetch_add(1) > 0) {
     _exit(130); // the second Ctrl-C: the user does not want to wait for a clean end
   }
   const std::uint64_t one = 1;
   // Async-signal-safe; nothing to do if it fails (the fd is an eventfd or a pipe we own).
-  (void)!write(stop_fd, &one, sizeof(one));
+  (void)!write(stop_fd.load(), &one, sizeof(one));
 }
 
 std::mutex& stderr_mutex() {
@@ -50,7 +52,7 @@ std::string error_text(int error_number) {
 }
 
 void install_stop_handlers(int notify_fd) {
-  stop_fd = notify_fd;
+  stop_fd.store(notify_fd);
   struct sigaction action {};
   action.sa_handler = on_stop_signal;
   sigemptyset(&action.sa_mask);
@@ -61,7 +63,7 @@ void install_stop_handlers(int notify_fd) {
 }
 
 bool stop_requested() noexcept {
-  return stop_requests > 0;
+  return stop_requests.load(std::memory_order_relaxed) > 0;
 }
 
 bool stderr_is_terminal() {

@@ -133,7 +133,8 @@ private:
       note("(further refusals are counted, not printed)");
     }
     if (m_refused == m_options.tags.size() && !m_stopping) {
-      notef("every subscription was refused: nothing to receive");
+      note("every subscription was refused: nothing to receive (a publisher with another --backend, or one that "
+           "cannot reach this --local-ip, says 'cannot connect to its data listener')");
       request_stop(exit_failure);
     }
   }
