@@ -242,10 +242,11 @@ public:
     monitor.reset();
     m_publisher.reset(); // closes every connection, while the loop still runs
     if (!m_options.quiet) {
-      notef("published {}, {} bytes, to tag{} {}{}{}", messages_text(m_published), m_bytes,
+      notef("published {}, {} bytes, to tag{} {}{}{}{}", messages_text(m_published), m_bytes,
             m_options.tags.size() == 1 ? "" : "s", describe_tags(m_options.tags),
             m_dropped > 0 ? fmt::format("; {} dropped (no subscriber)", m_dropped) : std::string{},
-            m_too_long > 0 ? fmt::format("; {} lines too long for a message", m_too_long) : std::string{});
+            m_too_long > 0 ? fmt::format("; {} lines too long for a message", m_too_long) : std::string{},
+            m_too_large > 0 ? fmt::format("; {} too large for a subscriber", m_too_large) : std::string{});
     }
     return status;
   }
@@ -423,7 +424,14 @@ private:
         return Outcome::dropped;
       case NetioPublisherStatus::MESSAGE_TOO_LARGE:
         drop(tag, data);
-        notef("a message of {} bytes is larger than a subscriber accepts (its --max-size): dropped", data.size());
+        --m_dropped;
+        ++m_too_large;
+        if (!m_told_too_large) {
+          notef("a message of {} bytes is larger than a subscriber of tag {} accepts (its --max-size): dropped "
+                "(further ones are only counted)",
+                data.size(), tag);
+          m_told_too_large = true;
+        }
         return Outcome::dropped;
       case NetioPublisherStatus::OUTSIDE_REGISTERED_REGION:
       case NetioPublisherStatus::INVALID_ARGUMENT:
@@ -504,8 +512,10 @@ private:
   std::uint64_t m_bytes{0};
   std::uint64_t m_dropped{0};
   std::uint64_t m_too_long{0};
+  std::uint64_t m_too_large{0};
   bool m_told_paused{false};
   bool m_told_dropping{false};
+  bool m_told_too_large{false};
   std::mutex m_shown_mutex;
   std::size_t m_shown_subscribers{0}; // shown mutex
 };
