@@ -201,7 +201,6 @@ public:
     : m_options{options}, m_max_payload{options.buffer_size - BufferFormatter::max_overhead} {}
 
   int run() {
-    install_stop_handlers(m_stop.write_end());
     NetioPublisherConfig config;
     config.backend_type = m_options.backend.type;
     config.backend_mode = m_options.backend.mode;
@@ -226,6 +225,9 @@ public:
     LoopThread loop_thread;
     m_publisher = std::make_unique<NetioPublisher>(config, loop_thread.loop(), m_options.listen);
     m_publisher->set_on_publish_completed([this](std::uint64_t slot) { release_slot(slot); });
+    // After the backend exists: libraries loaded on the way (libfabric's providers) may install
+    // signal handlers of their own.
+    install_stop_handlers(m_stop.write_end());
     notef("listening on {}", m_publisher->address().to_string());
     EventTimerHandle monitor = loop_thread.loop()->create_timer([this] { print_subscriber_changes(); });
     monitor.start(monitor_period);

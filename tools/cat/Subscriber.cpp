@@ -62,7 +62,6 @@ public:
     m_subscriber = std::make_unique<NetioSubscriber>(config, m_loop, m_options.local_ip);
 
     m_stop_signal = m_loop->create_signal([this] { request_stop(0); });
-    install_stop_handlers(m_stop_signal.fd());
     m_subscribe_pump = m_loop->create_signal([this] { subscribe_some(); });
     m_flush_timer = m_loop->create_timer([this] { flush_output(); });
     m_flush_timer.start(flush_period);
@@ -77,6 +76,9 @@ public:
 
     // Before the loop runs, so that the first requests leave together with the hello.
     subscribe_some();
+    // After the first subscribe has created the data backend: libraries loaded on the way (libfabric's
+    // providers) may install signal handlers of their own.
+    install_stop_handlers(m_stop_signal.fd());
     m_live_since = Clock::now();
     m_loop->run();
 
