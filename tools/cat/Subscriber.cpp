@@ -312,7 +312,8 @@ private:
       return;
     }
     const double seconds = std::chrono::duration<double>(m_last - m_first).count();
-    if (seconds <= 0.0) {
+    if (seconds < 0.01) {
+      // Everything in a buffer or two: a rate over so short a time would mean nothing.
       notef("received {}, {} bytes", messages_text(m_received), m_bytes);
       return;
     }
