@@ -317,8 +317,11 @@ private:
       notef("received {}, {} bytes", messages_text(m_received), m_bytes);
       return;
     }
+    // N messages from the first to the last are N - 1 intervals.
+    const double intervals = static_cast<double>(m_received - 1);
+    const double bytes = static_cast<double>(m_bytes) * intervals / static_cast<double>(m_received);
     notef("received {}, {} bytes in {:.3f} s ({} messages/s, {:.1f} MB/s)", messages_text(m_received), m_bytes, seconds,
-          human_count(static_cast<double>(m_received) / seconds), static_cast<double>(m_bytes) / seconds / 1e6);
+          human_count(intervals / seconds), bytes / seconds / 1e6);
   }
 
   const SubscribeOptions& m_options;

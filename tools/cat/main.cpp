@@ -3,6 +3,7 @@
 //   netio3-cat publish --listen ADDR --tag TAGS [options]     lines of stdin, or generated messages
 //   netio3-cat subscribe --tag TAGS [options] PUBLISHER       prints what arrives
 
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <iostream>
@@ -198,6 +199,7 @@ void use_library_log() {
     set_log_level(LogLevel::Warning);
   }
   set_log_sink([](LogLevel level, std::string_view message) {
+    std::fflush(stdout); // what was received before it comes first, also when both go to one file
     note(std::string{"[netio3 "} + std::string{to_string(level)} + "] " + std::string{message});
   });
 }
