@@ -23,8 +23,9 @@ int main(int argc, char** argv) try {
 
   netio3::NetioSubscriberConfig config; // asyncmsg (TCP), as the publisher's; callbacks on the loop
   config.on_subscribed_cb = [](std::uint64_t subscribed, const netio3::EndPointAddress& from) {
-    std::printf("subscribed to tag %llu at %s\n", static_cast<unsigned long long>(subscribed),
-                from.to_string().c_str());
+    // The acknowledgement has a connection of its own: the first messages may come before it.
+    std::fprintf(stderr, "subscribed to tag %llu at %s\n", static_cast<unsigned long long>(subscribed),
+                 from.to_string().c_str());
   };
   config.on_data_cb = [&](std::uint64_t message_tag, std::span<const std::uint8_t> data, std::uint8_t /*status*/) {
     std::printf("tag %llu: %.*s\n", static_cast<unsigned long long>(message_tag), static_cast<int>(data.size()),

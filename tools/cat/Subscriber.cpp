@@ -29,7 +29,7 @@ constexpr std::size_t max_event_lines{8};
 /// that the user sees them); beyond, the destructor's best-effort unsubscribe does it.
 constexpr std::size_t max_explicit_unsubscribes{4096};
 /// How long stopping waits for those acknowledgements before closing anyway.
-constexpr std::chrono::seconds unsubscribe_wait{2};
+constexpr std::chrono::seconds unsubscribe_wait{5};
 constexpr std::chrono::milliseconds flush_period{100};
 constexpr std::chrono::seconds live_period{1};
 
@@ -106,16 +106,15 @@ private:
         m_subscribe_pump.fire(); // its queue is full: again once the loop has taken some
         return;
       }
+      m_active.insert(m_options.tags[m_next_to_subscribe]);
       ++m_next_to_subscribe;
     }
   }
 
+  // The acknowledgement travels on the control connection, the data on the data connection: the
+  // first messages of a tag may come before it (and, with --count, the end too).
   void on_subscribed(std::uint64_t tag) {
-    m_subscribed.insert(tag);
     ++m_acknowledged;
-    if (m_stopping && !m_lost && m_subscriber->unsubscribe(tag, m_options.publisher) != NetioStatus::OK) {
-      m_loop->stop(); // acknowledged after the stop began: undo it too (or leave it to the destructor)
-    }
     if (m_options.quiet) {
       return;
     }
@@ -129,6 +128,7 @@ private:
 
   void on_refused(std::uint64_t tag, const std::string& reason) {
     ++m_refused;
+    m_active.erase(tag);
     if (m_refused <= max_event_lines) {
       notef("the publisher at {} refused tag {}: {}", m_options.publisher.to_string(), tag, reason);
     } else if (m_refused == max_event_lines + 1) {
@@ -142,14 +142,14 @@ private:
   }
 
   void on_unsubscribed(std::uint64_t tag) {
-    if (m_subscribed.erase(tag) == 0 || !m_stopping) {
+    if (!m_stopping || m_active.erase(tag) == 0) {
       return;
     }
     ++m_unsubscribed;
     if (m_options.tags.size() <= max_event_lines && !m_options.quiet) {
       notef("unsubscribed from tag {}", tag);
     }
-    if (m_subscribed.empty()) {
+    if (m_active.empty()) {
       if (m_options.tags.size() > max_event_lines && !m_options.quiet) {
         notef("unsubscribed from {} tags", m_unsubscribed);
       }
@@ -165,11 +165,12 @@ private:
     }
     flush_output(); // what arrived before comes first
     const std::string publisher = m_options.publisher.to_string();
-    if (m_acknowledged == 0 && m_refused == 0) {
+    const bool heard_from = m_acknowledged > 0 || m_received > 0;
+    if (!heard_from && m_refused == 0) {
       notef("cannot reach the publisher at {} (the netio3 warning above says why): is 'netio3-cat publish' running "
             "there, with the same --backend?",
             publisher);
-    } else if (m_acknowledged == 0) {
+    } else if (!heard_from) {
       notef("the publisher at {} refused the subscription and closed the connection", publisher);
     } else {
       notef("lost the publisher at {} after {}: it ended, was killed, or the network failed", publisher,
@@ -186,11 +187,13 @@ private:
     }
     m_stopping = true;
     m_exit_code = exit_code;
-    if (m_lost || m_subscribed.empty() || m_subscribed.size() > max_explicit_unsubscribes) {
+    if (m_lost || m_active.empty() || m_active.size() > max_explicit_unsubscribes) {
       m_loop->stop();
       return;
     }
-    for (const std::uint64_t tag : m_subscribed) {
+    // Every tag asked for, acknowledged or not: an unsubscribe is acknowledged in either case (and
+    // a subscription acknowledged after it is not reported), so the stop always sees its end.
+    for (const std::uint64_t tag : m_active) {
       if (m_subscriber->unsubscribe(tag, m_options.publisher) != NetioStatus::OK) {
         m_loop->stop(); // the destructor unsubscribes the rest
         return;
@@ -336,7 +339,7 @@ private:
 
   // Everything below: the loop thread (or the main thread before and after the loop runs).
   std::size_t m_next_to_subscribe{0};
-  std::unordered_set<std::uint64_t> m_subscribed;
+  std::unordered_set<std::uint64_t> m_active; // asked for, not refused, not unsubscribed
   std::size_t m_acknowledged{0};
   std::size_t m_refused{0};
   std::size_t m_unsubscribed{0};
