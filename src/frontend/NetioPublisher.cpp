@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/Logging.hpp"
+#include "core/RunOnLoop.hpp"
 #include "frontend/LineConnection.hpp"
 #include "frontend/SendEngine.hpp"
 #include "frontend/SubscriptionProtocol.hpp"
@@ -168,13 +169,15 @@ NetioPublisher::Impl::~Impl() {
   m_engine->shut_down();
   m_reaper.reset();
   m_listener.reset();
-  // Handlers that still run see m_shutting_down and return; each connection's removal waits for
-  // its running callback.
-  for (Subscriber& subscriber : m_subscribers) {
-    if (subscriber.control) {
-      subscriber.control->close();
+  // Handlers that still run see m_shutting_down and return. The control connections' state
+  // changes on the loop thread, so they are closed there.
+  detail::run_on_loop_thread(m_loop, [this] {
+    for (Subscriber& subscriber : m_subscribers) {
+      if (subscriber.control) {
+        subscriber.control->close();
+      }
     }
-  }
+  });
   m_engine.reset();
 }
 

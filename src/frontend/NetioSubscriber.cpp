@@ -20,6 +20,7 @@
 
 #include "core/Logging.hpp"
 #include "core/Resolve.hpp"
+#include "core/RunOnLoop.hpp"
 #include "frontend/LineConnection.hpp"
 #include "frontend/SubscriptionProtocol.hpp"
 
@@ -151,7 +152,14 @@ NetioSubscriber::Impl::~Impl() {
   sessions.insert(sessions.end(), m_lost.begin(), m_lost.end());
   for (const SessionPointer& session : sessions) {
     session->receiver.reset(); // waits for its callbacks; afterwards none runs
-    if (session->control) {
+  }
+  // The control connections' state changes on the loop thread (connect attempts, failures), so
+  // they are torn down there.
+  detail::run_on_loop_thread(m_loop, [&sessions] {
+    for (const SessionPointer& session : sessions) {
+      if (!session->control) {
+        continue;
+      }
       session->control->stop_watching();
       if (session->control->connected()) {
         // Best effort: what the socket takes now. The publisher drops us anyway when the
@@ -163,7 +171,7 @@ NetioSubscriber::Impl::~Impl() {
       }
       session->control->close();
     }
-  }
+  });
 }
 
 // --- calls from any thread ----------------------------------------------------------------------
