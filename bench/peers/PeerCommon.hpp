@@ -29,11 +29,14 @@ struct Settings {
   std::string provider{"tcp"};
 };
 
-/// Adds the options every harness shares to `app`.
-inline void add_options(CLI::App& app, Settings& settings) {
-  app.add_option("--test", settings.test, "throughput or latency")
-      ->check(CLI::IsMember({"throughput", "latency"}))
-      ->capture_default_str();
+/// Adds the options every harness shares to `app`; `tests` are the values `--test` accepts.
+inline void add_options(CLI::App& app, Settings& settings,
+                        const std::vector<std::string>& tests = {"throughput", "latency"}) {
+  std::string names;
+  for (const std::string& test : tests) {
+    names += (names.empty() ? "" : ", ") + test;
+  }
+  app.add_option("--test", settings.test, names)->check(CLI::IsMember(tests))->capture_default_str();
   app.add_option("--size", settings.size, "Message size in bytes. Example: --size 4096")->capture_default_str();
   app.add_option("--messages", settings.messages, "Messages (or round trips); 0: use --duration")
       ->capture_default_str();

@@ -103,6 +103,8 @@ int add(const std::string& out_path, int round, const std::string& system, std::
             allocations = std::max(allocations, value.get<double>());
             known = true;
           }
+          // Each side's own count as well: the pub/sub goals name publish and delivery apart.
+          line[std::string(side) + "_allocations_per_message"] = value;
         }
         line["allocations_per_message"] = known ? json(allocations) : json(nullptr);
         if (!result.at("latency").is_null()) {
@@ -224,8 +226,9 @@ Summary summarize_lines(const std::string& path) {
       ++summary.failures[key];
       continue; // a run that lost messages has no meaningful rate
     }
-    for (const char* field : {"messages_per_s", "mb_per_s", "one_way_median_us", "one_way_p99_us", "one_way_p999_us",
-                              "allocations_per_message"}) {
+    for (const char* field :
+         {"messages_per_s", "mb_per_s", "one_way_median_us", "one_way_p99_us", "one_way_p999_us",
+          "allocations_per_message", "sender_allocations_per_message", "receiver_allocations_per_message"}) {
       if (line.contains(field) && line[field].is_number()) {
         values[key][field].push_back(line[field].get<double>());
       }
@@ -304,7 +307,172 @@ std::vector<Comparison> comparisons() {
   };
 }
 
-void write_plots(const Summary& summary, const std::string& dir) {
+// ---------------------------------------------------------------------------------------------
+// publish/subscribe (bench/compare's pub/sub block; all at 64 B)
+
+constexpr std::size_t kPubSubSize = 64;
+
+bool is_pubsub(const std::string& test) {
+  return test.rfind("pubsub", 0) == 0;
+}
+
+/// The rows of the pub/sub table, in order: what each system is.
+struct PubSubRow {
+  std::string system;
+  std::string test;
+  std::string what;
+};
+
+std::vector<PubSubRow> pubsub_rows() {
+  return {
+      {"netio3-pubsub-unsafe", "pubsub", "NetioPublisher BUFFERED, 1 tag, 1 subscriber, publish from the loop thread"},
+      {"netio3-pubsub-safe", "pubsub", "the same, publish from an application thread (SAFE)"},
+      {"netio3-pubsub-10000tags", "pubsub", "10,000 tags round-robin, 1 subscriber, loop thread"},
+      {"netio3-pubsub-16subs", "pubsub", "1 tag, 16 subscribers (aggregate delivered), loop thread"},
+      {"netio3-tcp-buffered", "throughput", "the backend alone: get_buffer/send_buffer, loop thread"},
+      {"netio3-tcp-buffered-safe", "throughput", "the backend alone: get_buffer/send_buffer, application thread"},
+      {"zeromq-pub-sub", "pubsub", "ZeroMQ XPUB/SUB, 1 topic, 1 subscriber"},
+      {"zeromq-pub-sub-10000tags", "pubsub", "ZeroMQ, 10,000 topics round-robin, 1 subscriber"},
+      {"zeromq-pub-sub-16subs", "pubsub", "ZeroMQ, 1 topic, 16 subscribers (aggregate delivered)"},
+  };
+}
+
+/// A pub/sub goal: a ratio of two medians (msg/s at 64 B) and its lower bound.
+struct PubSubGoal {
+  std::string name;
+  std::string numerator_system;
+  std::string numerator_test;
+  std::string denominator_system;
+  std::string denominator_test;
+  double bound;
+};
+
+std::vector<PubSubGoal> pubsub_goals() {
+  return {
+      {"pub/sub 64 B BUFFERED, 1 tag, 1 subscriber, loop thread vs ZeroMQ PUB/SUB", "netio3-pubsub-unsafe", "pubsub",
+       "zeromq-pub-sub", "pubsub", 5.0},
+      {"pub/sub 64 B BUFFERED, application thread (SAFE) vs ZeroMQ PUB/SUB", "netio3-pubsub-safe", "pubsub",
+       "zeromq-pub-sub", "pubsub", 5.0},
+      {"pub/sub 64 B BUFFERED, loop thread vs the backend's own buffered sends (loop thread)", "netio3-pubsub-unsafe",
+       "pubsub", "netio3-tcp-buffered", "throughput", 0.8},
+      {"pub/sub 64 B BUFFERED, application thread vs the backend's own buffered sends (application thread)",
+       "netio3-pubsub-safe", "pubsub", "netio3-tcp-buffered-safe", "throughput", 0.8},
+      {"pub/sub 10,000 tags vs 1 tag (1 subscriber, loop thread)", "netio3-pubsub-10000tags", "pubsub",
+       "netio3-pubsub-unsafe", "pubsub", 0.8},
+      {"pub/sub 16 subscribers, aggregate delivered vs 1 subscriber (1 tag, loop thread)", "netio3-pubsub-16subs",
+       "pubsub", "netio3-pubsub-unsafe", "pubsub", 0.8},
+  };
+}
+
+constexpr double kPubSubLatencyP99BoundUs = 300.0;
+
+std::string optional_number(const std::optional<double>& value, int digits = 3) {
+  return value ? number(*value, digits) : std::string("–");
+}
+
+/// The pub/sub tables and goals as Markdown; prints the goals and appends them to `goal_results`.
+std::string pubsub_section(const Summary& summary, json& goal_results) {
+  std::ostringstream md;
+  md << "## Publish/subscribe (64 B payload; median over rounds)\n\n"
+     << "Delivered messages per second at the subscribers (summed over them), MB/s of payload, heap allocations per "
+        "message after warm-up in the publisher (publish) and in the subscriber (delivery).\n\n"
+     << "| system | what | delivered msg/s | MB/s | alloc/msg publish | alloc/msg delivery |\n"
+     << "|---|---|---:|---:|---:|---:|\n";
+  for (const PubSubRow& row : pubsub_rows()) {
+    const auto rate_value = summary.get(row.system, row.test, kPubSubSize, "messages_per_s");
+    const auto failed = summary.failures.find(Key{row.system, row.test, kPubSubSize});
+    if (!rate_value && failed == summary.failures.end()) {
+      continue;
+    }
+    md << "| " << row.system << " | " << row.what << " | "
+       << (rate_value ? rate(*rate_value) + " msg/s" : std::string("lost messages")) << " | "
+       << optional_number(summary.get(row.system, row.test, kPubSubSize, "mb_per_s")) << " | "
+       << optional_number(summary.get(row.system, row.test, kPubSubSize, "sender_allocations_per_message"), 4) << " | "
+       << optional_number(summary.get(row.system, row.test, kPubSubSize, "receiver_allocations_per_message"), 4)
+       << " |\n";
+  }
+  const auto median_us = summary.get("netio3-pubsub-latency", "pubsub-latency", kPubSubSize, "one_way_median_us");
+  const auto p99_us = summary.get("netio3-pubsub-latency", "pubsub-latency", kPubSubSize, "one_way_p99_us");
+  const auto p999_us = summary.get("netio3-pubsub-latency", "pubsub-latency", kPubSubSize, "one_way_p999_us");
+  if (median_us) {
+    md << "\nA lone message (one every 500 µs) with `flush_interval` 100 µs, BUFFERED, from `publish()` to the "
+          "subscriber's `on_data_cb` (publisher and subscriber processes on this host, one clock): median "
+       << number(*median_us) << " µs, p99 " << optional_number(p99_us) << " µs, p99.9 " << optional_number(p999_us)
+       << " µs (medians over rounds).\n";
+  }
+
+  md << "\n### Pub/sub goals\n\n| goal | value | target | result |\n|---|---:|---:|:---:|\n";
+  std::cout << "\nPub/sub goals (medians over rounds, 64 B):\n";
+  const auto note = [&](const std::string& name, const std::string& value, const std::string& target,
+                        const std::string& verdict, json entry) {
+    entry["goal"] = name;
+    entry["target"] = target;
+    entry["result"] = verdict;
+    goal_results.push_back(entry);
+    md << "| " << name << " | " << value << " | " << target << " | " << verdict << " |\n";
+    std::cout << "  " << verdict << "  " << value << " (target " << target << ")  " << name << '\n';
+  };
+  for (const PubSubGoal& goal : pubsub_goals()) {
+    const auto ours = summary.get(goal.numerator_system, goal.numerator_test, kPubSubSize, "messages_per_s");
+    const auto theirs = summary.get(goal.denominator_system, goal.denominator_test, kPubSubSize, "messages_per_s");
+    json entry = json::object();
+    std::string verdict = "NOT RUN";
+    std::string value = "n/a";
+    if (ours && theirs && *theirs > 0.0) {
+      const double ratio = *ours / *theirs;
+      verdict = ratio >= goal.bound ? "PASS" : "MISS";
+      value = number(ratio) + "×";
+      entry = json{{"ratio", ratio}, {"netio3", *ours}, {"peer", *theirs}};
+    }
+    note(goal.name, value, ">= " + number(goal.bound) + "×", verdict, entry);
+  }
+  {
+    json entry = json::object();
+    std::string verdict = "NOT RUN";
+    std::string value = "n/a";
+    if (p99_us) {
+      verdict = *p99_us <= kPubSubLatencyP99BoundUs ? "PASS" : "MISS";
+      value = number(*p99_us) + " µs";
+      entry = json{{"p99_us", *p99_us}};
+    }
+    note("pub/sub lone message, flush_interval 100 µs: p99 publish to delivery", value,
+         "<= " + number(kPubSubLatencyP99BoundUs) + " µs", verdict, entry);
+  }
+  {
+    // The largest median of any netio3 pub/sub run, publish and delivery apart.
+    double worst[2] = {-1.0, -1.0};
+    std::string where[2];
+    const char* fields[2] = {"sender_allocations_per_message", "receiver_allocations_per_message"};
+    for (const auto& [key, values] : summary.medians) {
+      if (key.system.rfind("netio3", 0) != 0 || !is_pubsub(key.test)) {
+        continue;
+      }
+      for (int side = 0; side < 2; ++side) {
+        const auto found = values.find(fields[side]);
+        if (found != values.end() && std::isfinite(found->second) && found->second > worst[side]) {
+          worst[side] = found->second;
+          where[side] = key.system;
+        }
+      }
+    }
+    constexpr double kAllocationBound = 0.01;
+    json entry = json::object();
+    std::string verdict = "NOT RUN";
+    std::string value = "n/a";
+    if (worst[0] >= 0.0 && worst[1] >= 0.0) {
+      verdict = worst[0] < kAllocationBound && worst[1] < kAllocationBound ? "PASS" : "MISS";
+      value = "publish " + number(worst[0], 4) + " (" + where[0] + "), delivery " + number(worst[1], 4) + " (" +
+              where[1] + ")";
+      entry = json{{"publish", worst[0]}, {"delivery", worst[1]}};
+    }
+    note("pub/sub: no heap allocation per message in publish and delivery (largest of any netio3 pub/sub run)", value,
+         "< 0.01 /message", verdict, entry);
+  }
+  md << "\n![Pub/sub: messages delivered per second](pubsub.png)\n";
+  return md.str();
+}
+
+void write_plots(const Summary& summary, const std::string& dir, bool with_main, bool with_pubsub) {
   std::ofstream gp(dir + "/plots.gp");
   gp << "# Generated by bench-report; run: gnuplot plots.gp (in this folder)\n";
   gp << "set terminal pngcairo size 1000,650 noenhanced font ',10'\n";
@@ -333,6 +501,9 @@ void write_plots(const Summary& summary, const std::string& dir) {
   };
   int block = 0;
   for (const Plot& plot : plots) {
+    if (!with_main) {
+      break; // the size sweep did not run
+    }
     std::vector<std::pair<std::string, std::string>> series; // block name, title
     for (const std::string& system : summary.system_order) {
       std::ostringstream data;
@@ -363,9 +534,30 @@ void write_plots(const Summary& summary, const std::string& dir) {
     }
     gp << "\n";
   }
+  if (!with_pubsub) {
+    return;
+  }
+  std::ostringstream bars;
+  std::size_t count = 0;
+  for (const PubSubRow& row : pubsub_rows()) {
+    if (const auto value = summary.get(row.system, row.test, kPubSubSize, "messages_per_s")) {
+      bars << '"' << row.system << "\" " << *value / 1e6 << '\n';
+      ++count;
+    }
+  }
+  if (count == 0) {
+    return;
+  }
+  gp << "$pubsub << EOD\n" << bars.str() << "EOD\n";
+  gp << "unset logscale\nunset xtics\nset xtics rotate by -35 nomirror\nset xlabel ''\nset yrange [0:*]\n"
+     << "set style fill solid 0.6 border -1\nset boxwidth 0.6\nset key off\nset bmargin 9\n"
+     << "set output 'pubsub.png'\nset title 'Publish/subscribe, 64 B payload: messages delivered per second (median)'\n"
+     << "set ylabel 'million messages/s delivered (summed over subscribers)'\n"
+     << "plot $pubsub using 0:2:xtic(1) with boxes\n";
 }
 
-int summarize(const std::string& in_path, const std::string& dir, const std::string& machine_path) {
+int summarize(const std::string& in_path, const std::string& dir, const std::string& machine_path, bool with_main,
+              bool with_pubsub) {
   Summary summary;
   try {
     summary = summarize_lines(in_path);
@@ -382,161 +574,169 @@ int summarize(const std::string& in_path, const std::string& dir, const std::str
   }
 
   std::ostringstream md;
-  md << "## Throughput (receiver side; median over rounds: messages/s, MB/s)\n\n| system |";
-  for (const std::size_t size : summary.sizes) {
-    md << ' ' << size_label(size) << " |";
-  }
-  md << "\n|---|";
-  for (std::size_t i = 0; i < summary.sizes.size(); ++i) {
-    md << "---:|";
-  }
-  md << '\n';
-  for (const std::string& system : summary.system_order) {
-    bool any = false;
-    std::ostringstream row;
-    row << "| " << system << " |";
-    for (const std::size_t size : summary.sizes) {
-      const auto rate_value = summary.get(system, "throughput", size, "messages_per_s");
-      const auto mb = summary.get(system, "throughput", size, "mb_per_s");
-      const auto failed = summary.failures.find(Key{system, "throughput", size});
-      if (rate_value && mb) {
-        row << ' ' << rate(*rate_value) << " msg/s, " << number(*mb) << " MB/s";
-        any = true;
-      } else if (failed != summary.failures.end()) {
-        row << " lost messages";
-        any = true;
-      } else {
-        row << " –";
-      }
-      row << " |";
-    }
-    if (any) {
-      md << row.str() << '\n';
-    }
-  }
-
-  md << "\n## Latency (one way = half the round trip; median over rounds of: median / p99 / p99.9, µs)\n\n| system |";
-  for (const std::size_t size : summary.sizes) {
-    md << ' ' << size_label(size) << " |";
-  }
-  md << "\n|---|";
-  for (std::size_t i = 0; i < summary.sizes.size(); ++i) {
-    md << "---:|";
-  }
-  md << '\n';
-  for (const std::string& system : summary.system_order) {
-    bool any = false;
-    std::ostringstream row;
-    row << "| " << system << " |";
-    for (const std::size_t size : summary.sizes) {
-      const auto median_us = summary.get(system, "latency", size, "one_way_median_us");
-      if (median_us) {
-        row << ' ' << number(*median_us);
-        const auto p99 = summary.get(system, "latency", size, "one_way_p99_us");
-        const auto p999 = summary.get(system, "latency", size, "one_way_p999_us");
-        if (p99 && p999) {
-          row << " / " << number(*p99) << " / " << number(*p999);
-        }
-        any = true;
-      } else {
-        row << " –";
-      }
-      row << " |";
-    }
-    if (any) {
-      md << row.str() << '\n';
-    }
-  }
-
-  md << "\n## Ratios netio3 / peer (medians)\n\n| comparison |";
-  for (const std::size_t size : summary.sizes) {
-    md << ' ' << size_label(size) << " |";
-  }
-  md << "\n|---|";
-  for (std::size_t i = 0; i < summary.sizes.size(); ++i) {
-    md << "---:|";
-  }
-  md << '\n';
   json ratios = json::array();
-  for (const Comparison& comparison : comparisons()) {
-    std::ostringstream row;
-    row << "| " << comparison.label << " |";
-    bool any = false;
+  json goal_results = json::array();
+  if (with_main) {
+    md << "## Throughput (receiver side; median over rounds: messages/s, MB/s)\n\n| system |";
     for (const std::size_t size : summary.sizes) {
-      const auto ours = summary.get(comparison.netio3, comparison.test, size, comparison.field);
-      const auto theirs = summary.get(comparison.peer, comparison.test, size, comparison.field);
+      md << ' ' << size_label(size) << " |";
+    }
+    md << "\n|---|";
+    for (std::size_t i = 0; i < summary.sizes.size(); ++i) {
+      md << "---:|";
+    }
+    md << '\n';
+    for (const std::string& system : summary.system_order) {
+      bool any = false;
+      std::ostringstream row;
+      row << "| " << system << " |";
+      for (const std::size_t size : summary.sizes) {
+        const auto rate_value = summary.get(system, "throughput", size, "messages_per_s");
+        const auto mb = summary.get(system, "throughput", size, "mb_per_s");
+        const auto failed = summary.failures.find(Key{system, "throughput", size});
+        if (rate_value && mb) {
+          row << ' ' << rate(*rate_value) << " msg/s, " << number(*mb) << " MB/s";
+          any = true;
+        } else if (failed != summary.failures.end()) {
+          row << " lost messages";
+          any = true;
+        } else {
+          row << " –";
+        }
+        row << " |";
+      }
+      if (any) {
+        md << row.str() << '\n';
+      }
+    }
+
+    md << "\n## Latency (one way = half the round trip; median over rounds of: median / p99 / p99.9, µs)\n\n| system |";
+    for (const std::size_t size : summary.sizes) {
+      md << ' ' << size_label(size) << " |";
+    }
+    md << "\n|---|";
+    for (std::size_t i = 0; i < summary.sizes.size(); ++i) {
+      md << "---:|";
+    }
+    md << '\n';
+    for (const std::string& system : summary.system_order) {
+      bool any = false;
+      std::ostringstream row;
+      row << "| " << system << " |";
+      for (const std::size_t size : summary.sizes) {
+        const auto median_us = summary.get(system, "latency", size, "one_way_median_us");
+        if (median_us) {
+          row << ' ' << number(*median_us);
+          const auto p99 = summary.get(system, "latency", size, "one_way_p99_us");
+          const auto p999 = summary.get(system, "latency", size, "one_way_p999_us");
+          if (p99 && p999) {
+            row << " / " << number(*p99) << " / " << number(*p999);
+          }
+          any = true;
+        } else {
+          row << " –";
+        }
+        row << " |";
+      }
+      if (any) {
+        md << row.str() << '\n';
+      }
+    }
+
+    md << "\n## Ratios netio3 / peer (medians)\n\n| comparison |";
+    for (const std::size_t size : summary.sizes) {
+      md << ' ' << size_label(size) << " |";
+    }
+    md << "\n|---|";
+    for (std::size_t i = 0; i < summary.sizes.size(); ++i) {
+      md << "---:|";
+    }
+    md << '\n';
+    for (const Comparison& comparison : comparisons()) {
+      std::ostringstream row;
+      row << "| " << comparison.label << " |";
+      bool any = false;
+      for (const std::size_t size : summary.sizes) {
+        const auto ours = summary.get(comparison.netio3, comparison.test, size, comparison.field);
+        const auto theirs = summary.get(comparison.peer, comparison.test, size, comparison.field);
+        if (ours && theirs && *theirs > 0.0) {
+          const double ratio = *ours / *theirs;
+          row << ' ' << number(ratio) << "× |";
+          ratios.push_back(json{{"comparison", comparison.label}, {"size", size}, {"ratio", ratio}});
+          any = true;
+        } else {
+          row << " – |";
+        }
+      }
+      if (any) {
+        md << row.str() << '\n';
+      }
+    }
+
+    md << "\n## Goals\n\n| goal | ratio | target | result |\n|---|---:|---:|:---:|\n";
+    std::cout << "\nGoals (medians over rounds):\n";
+    for (const Goal& goal : goals()) {
+      const auto ours = summary.get(goal.numerator_system, goal.test, goal.size, goal.field);
+      const auto theirs = summary.get(goal.denominator_system, goal.test, goal.size, goal.field);
+      std::string verdict = "NOT RUN";
+      std::string ratio_text = "n/a";
+      json entry{{"goal", goal.name}, {"target", (goal.at_least ? ">= " : "<= ") + number(goal.bound)}};
       if (ours && theirs && *theirs > 0.0) {
         const double ratio = *ours / *theirs;
-        row << ' ' << number(ratio) << "× |";
-        ratios.push_back(json{{"comparison", comparison.label}, {"size", size}, {"ratio", ratio}});
-        any = true;
+        const bool pass = goal.at_least ? ratio >= goal.bound : ratio <= goal.bound;
+        verdict = pass ? "PASS" : "MISS";
+        ratio_text = number(ratio) + "×";
+        entry["ratio"] = ratio;
+        entry["netio3"] = *ours;
+        entry["peer"] = *theirs;
       } else {
-        row << " – |";
+        entry["ratio"] = nullptr;
+      }
+      entry["result"] = verdict;
+      goal_results.push_back(entry);
+      md << "| " << goal.name << " | " << ratio_text << " | " << (goal.at_least ? "≥ " : "≤ ") << number(goal.bound)
+         << "× | " << verdict << " |\n";
+      std::cout << "  " << verdict << "  " << ratio_text << " (target " << (goal.at_least ? ">= " : "<= ")
+                << number(goal.bound) << "x)  " << goal.name << '\n';
+    }
+    // Allocations: the largest median over every netio3 run, sender or receiver.
+    double worst_allocations = -1.0;
+    std::string worst_system;
+    for (const auto& [key, fields] : summary.medians) {
+      if (key.system.rfind("netio3", 0) != 0 || is_pubsub(key.test)) {
+        continue; // pub/sub has goals of its own
+      }
+      const auto found = fields.find("allocations_per_message");
+      if (found != fields.end() && std::isfinite(found->second) && found->second > worst_allocations) {
+        worst_allocations = found->second;
+        worst_system = key.system + " " + size_label(key.size);
       }
     }
-    if (any) {
-      md << row.str() << '\n';
+    {
+      constexpr double kAllocationBound = 0.01; // fewer than one per hundred messages: none per message
+      json entry{{"goal", "No heap allocation per message in steady state (largest over every netio3 run)"},
+                 {"target", "< 0.01 allocations/message"}};
+      std::string verdict = "NOT RUN";
+      std::string value_text = "n/a";
+      if (worst_allocations >= 0.0) {
+        verdict = worst_allocations < kAllocationBound ? "PASS" : "MISS";
+        value_text = number(worst_allocations, 4) + " (" + worst_system + ")";
+        entry["allocations_per_message"] = worst_allocations;
+        entry["worst"] = worst_system;
+      }
+      entry["result"] = verdict;
+      goal_results.push_back(entry);
+      md << "| No heap allocation per message (largest allocations/message of any netio3 run, sender or receiver) | "
+         << value_text << " | < 0.01 | " << verdict << " |\n";
+      std::cout << "  " << verdict << "  " << value_text << " allocations/message (target < 0.01)  No heap allocation "
+                << "per message in steady state\n";
     }
   }
-
-  md << "\n## Goals\n\n| goal | ratio | target | result |\n|---|---:|---:|:---:|\n";
-  json goal_results = json::array();
-  std::cout << "\nGoals (medians over rounds):\n";
-  for (const Goal& goal : goals()) {
-    const auto ours = summary.get(goal.numerator_system, goal.test, goal.size, goal.field);
-    const auto theirs = summary.get(goal.denominator_system, goal.test, goal.size, goal.field);
-    std::string verdict = "NOT RUN";
-    std::string ratio_text = "n/a";
-    json entry{{"goal", goal.name}, {"target", (goal.at_least ? ">= " : "<= ") + number(goal.bound)}};
-    if (ours && theirs && *theirs > 0.0) {
-      const double ratio = *ours / *theirs;
-      const bool pass = goal.at_least ? ratio >= goal.bound : ratio <= goal.bound;
-      verdict = pass ? "PASS" : "MISS";
-      ratio_text = number(ratio) + "×";
-      entry["ratio"] = ratio;
-      entry["netio3"] = *ours;
-      entry["peer"] = *theirs;
-    } else {
-      entry["ratio"] = nullptr;
-    }
-    entry["result"] = verdict;
-    goal_results.push_back(entry);
-    md << "| " << goal.name << " | " << ratio_text << " | " << (goal.at_least ? "≥ " : "≤ ") << number(goal.bound)
-       << "× | " << verdict << " |\n";
-    std::cout << "  " << verdict << "  " << ratio_text << " (target " << (goal.at_least ? ">= " : "<= ")
-              << number(goal.bound) << "x)  " << goal.name << '\n';
-  }
-  // Allocations: the largest median over every netio3 run, sender or receiver.
-  double worst_allocations = -1.0;
-  std::string worst_system;
-  for (const auto& [key, fields] : summary.medians) {
-    if (key.system.rfind("netio3", 0) != 0) {
-      continue;
-    }
-    const auto found = fields.find("allocations_per_message");
-    if (found != fields.end() && std::isfinite(found->second) && found->second > worst_allocations) {
-      worst_allocations = found->second;
-      worst_system = key.system + " " + size_label(key.size);
-    }
-  }
-  {
-    constexpr double kAllocationBound = 0.01; // fewer than one per hundred messages: none per message
-    json entry{{"goal", "No heap allocation per message in steady state (largest over every netio3 run)"},
-               {"target", "< 0.01 allocations/message"}};
-    std::string verdict = "NOT RUN";
-    std::string value_text = "n/a";
-    if (worst_allocations >= 0.0) {
-      verdict = worst_allocations < kAllocationBound ? "PASS" : "MISS";
-      value_text = number(worst_allocations, 4) + " (" + worst_system + ")";
-      entry["allocations_per_message"] = worst_allocations;
-      entry["worst"] = worst_system;
-    }
-    entry["result"] = verdict;
-    goal_results.push_back(entry);
-    md << "| No heap allocation per message (largest allocations/message of any netio3 run, sender or receiver) | "
-       << value_text << " | < 0.01 | " << verdict << " |\n";
-    std::cout << "  " << verdict << "  " << value_text << " allocations/message (target < 0.01)  No heap allocation "
-              << "per message in steady state\n";
+  const std::string main_md = md.str();
+  std::string pubsub_md;
+  if (with_pubsub) {
+    pubsub_md = pubsub_section(summary, goal_results);
+    md << (main_md.empty() ? "" : "\n") << pubsub_md;
   }
   bool any_failures = false;
   for (const auto& [key, count] : summary.failures) {
@@ -560,7 +760,9 @@ int summarize(const std::string& in_path, const std::string& dir, const std::str
   results["medians"] = medians;
   std::ofstream(dir + "/results.json") << results.dump(2) << '\n';
   std::ofstream(dir + "/results.md") << md.str();
-  write_plots(summary, dir);
+  std::ofstream(dir + "/main.md") << main_md;
+  std::ofstream(dir + "/pubsub.md") << pubsub_md;
+  write_plots(summary, dir, with_main, with_pubsub);
   return 0;
 }
 
@@ -585,9 +787,15 @@ int main(int argc, char** argv) {
   summarize_command->add_option("--in", in_path, "The measurements file")->required();
   summarize_command->add_option("--dir", dir, "Where results.json, results.md and plots.gp go")->required();
   summarize_command->add_option("--machine", machine, "A JSON file describing the machine (copied into results)");
+  std::string sections{"main,pubsub"};
+  summarize_command
+      ->add_option("--sections", sections,
+                   "What was measured: main (the size sweep), pubsub (the publish/subscribe block), or both")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (add_command->parsed()) {
     return add(out_path, round, system, size);
   }
-  return summarize(in_path, dir, machine);
+  return summarize(in_path, dir, machine, sections.find("main") != std::string::npos,
+                   sections.find("pubsub") != std::string::npos);
 }

@@ -86,21 +86,27 @@ public:
 
   /// Appends one message. Returns false, and writes nothing, when it does not fit in the rest of
   /// the buffer or its payload exceeds `max_payload_size`.
-  [[nodiscard]] bool append(std::uint64_t tag, std::span<const std::uint8_t> payload,
-                            std::uint8_t status = 0) noexcept {
-    if (payload.size() > max_payload_size || encoded_size(tag, payload.size(), status) > m_buffer.size() - m_size) {
+  [[nodiscard, gnu::always_inline]] bool append(std::uint64_t tag, std::span<const std::uint8_t> payload,
+                                                std::uint8_t status = 0) noexcept {
+    // The hot path of BUFFERED sends: whether a tag is due is decided once, and the common message
+    // (no status, same tag as the one before) is a 4-byte header and the payload.
+    const bool with_tag = needs_tag(tag);
+    const std::size_t fields = header_size + (status != 0 ? status_size : 0) + (with_tag ? tag_size : 0);
+    if (payload.size() > max_payload_size || fields + payload.size() > m_buffer.size() - m_size) {
       return false;
     }
-    std::uint8_t* out = m_buffer.data() + m_size;
-    out += write_fields(out, needs_tag(tag), tag, payload.size(), status);
-    if (!payload.empty()) {
-      std::memcpy(out, payload.data(), payload.size());
-      out += payload.size();
-    }
-    m_size = static_cast<std::size_t>(out - m_buffer.data());
+    std::uint8_t* const out = m_buffer.data() + m_size;
+    write_fields(out, with_tag, tag, payload.size(), status);
+    copy_payload(out + fields, payload.data(), payload.size());
+    m_size += fields + payload.size();
     m_last_tag = tag;
     ++m_messages;
     return true;
+  }
+
+  /// True when the message would fit in the rest of the current buffer (what `append` checks).
+  [[nodiscard]] bool fits(std::uint64_t tag, std::size_t payload_size, std::uint8_t status) const noexcept {
+    return payload_size <= max_payload_size && encoded_size(tag, payload_size, status) <= m_buffer.size() - m_size;
   }
 
   /// Bytes encoded so far in the current buffer.
@@ -183,6 +189,32 @@ private:
       }
     }
     return value;
+  }
+
+  /// Copies `size` bytes: up to 64 inline, in overlapping 16-, 8- or 4-byte moves (a call to
+  /// memcpy costs as much as the rest of appending a small message), larger ones by memcpy.
+  [[gnu::always_inline]] static void copy_payload(std::uint8_t* out, const std::uint8_t* in,
+                                                  std::size_t size) noexcept {
+    if (size > 64) {
+      std::memcpy(out, in, size);
+    } else if (size >= 16) {
+      std::memcpy(out, in, 16);
+      std::memcpy(out + size - 16, in + size - 16, 16);
+      if (size > 32) {
+        std::memcpy(out + 16, in + 16, 16);
+        std::memcpy(out + size - 32, in + size - 32, 16);
+      }
+    } else if (size >= 8) {
+      std::memcpy(out, in, 8);
+      std::memcpy(out + size - 8, in + size - 8, 8);
+    } else if (size >= 4) {
+      std::memcpy(out, in, 4);
+      std::memcpy(out + size - 4, in + size - 4, 4);
+    } else {
+      for (std::size_t i = 0; i < size; ++i) {
+        out[i] = in[i];
+      }
+    }
   }
 
   /// Writes header [+ status] [+ tag] at `out`; returns the bytes written.

@@ -93,6 +93,10 @@ private:
   void on_send_completed(std::uint64_t slot);
   void on_erasing(Channel& channel);
 
+  /// `publish` past its fast path (takes the engine's lock).
+  [[gnu::noinline]] NetioPublisherStatus publish_locked(std::uint64_t tag, std::span<const std::uint8_t> data,
+                                                        std::uint8_t status, std::uint64_t key);
+
   // Zero-copy publishes (engine lock held).
   /// One subscriber's send of slot `slot` is over; returns true when it was the last.
   bool finish_send(std::uint64_t slot, std::uint64_t& user_key);
@@ -188,7 +192,25 @@ NetioPublisherStatus NetioPublisher::Impl::publish(std::uint64_t tag, std::span<
   if (data.data() == nullptr && !data.empty()) {
     return NetioPublisherStatus::INVALID_ARGUMENT;
   }
-  const std::lock_guard lock{m_engine->mutex()};
+  {
+    // The common case, kept short (no call, few registers): the tag of the previous publish, one
+    // subscriber, room in its current buffer (BUFFERED; append_in_place refuses anything else and
+    // then has changed nothing). Everything else takes the lock again in publish_locked.
+    detail::SendEngine& engine = *m_engine;
+    const detail::InlineLock lock{engine.mutex()};
+    if (m_cached_channels != nullptr && m_cached_tag == tag && m_cached_channels->size() == 1 &&
+        data.size() <= engine.max_buffered_payload() &&
+        engine.append_in_place(*m_cached_channels->front(), tag, data, status)) {
+      return NetioPublisherStatus::OK;
+    }
+  }
+  return publish_locked(tag, data, status, key);
+}
+
+NetioPublisherStatus NetioPublisher::Impl::publish_locked(std::uint64_t tag, std::span<const std::uint8_t> data,
+                                                          std::uint8_t status, std::uint64_t key) {
+  detail::SendEngine& engine = *m_engine;
+  const std::lock_guard lock{engine.mutex()};
   if (m_cached_channels == nullptr || m_cached_tag != tag) {
     const auto found = m_tags.find(tag);
     if (found == m_tags.end()) {
@@ -204,10 +226,25 @@ NetioPublisherStatus NetioPublisher::Impl::publish(std::uint64_t tag, std::span<
   if (data.size() > m_engine->max_buffered_payload()) {
     return NetioPublisherStatus::MESSAGE_TOO_LARGE;
   }
+  if (channels.size() == 1) {
+    // One subscriber: all or nothing is this channel's reserve, so reserve and append are one step.
+    Channel& channel = *channels.front();
+    if (engine.append_in_place(channel, tag, data, status)) {
+      return NetioPublisherStatus::OK;
+    }
+    const NetioStatus reserved = engine.reserve(channel, tag, data.size(), status);
+    if (reserved != NetioStatus::OK) {
+      // FAILED: a broken channel is a subscriber on its way out.
+      return reserved == NetioStatus::NO_RESOURCES ? NetioPublisherStatus::NO_RESOURCES
+                                                   : NetioPublisherStatus::NO_SUBSCRIBERS;
+    }
+    m_engine->append(channel, tag, data, status);
+    return NetioPublisherStatus::OK;
+  }
   // All or nothing: room in every subscriber's buffer first, then the copies.
   bool any = false;
   for (Channel* channel : channels) {
-    const NetioStatus reserved = m_engine->reserve(*channel, tag, data.size(), status);
+    const NetioStatus reserved = engine.reserve(*channel, tag, data.size(), status);
     if (reserved == NetioStatus::NO_RESOURCES) {
       return NetioPublisherStatus::NO_RESOURCES;
     }
@@ -217,8 +254,8 @@ NetioPublisherStatus NetioPublisher::Impl::publish(std::uint64_t tag, std::span<
     return NetioPublisherStatus::NO_SUBSCRIBERS;
   }
   for (Channel* channel : channels) {
-    if (!channel->broken && channel->current != nullptr) {
-      m_engine->append(*channel, tag, data, status);
+    if (!channel->broken && channel->current != nullptr && !engine.append_in_place(*channel, tag, data, status)) {
+      engine.append(*channel, tag, data, status); // COPY
     }
   }
   return NetioPublisherStatus::OK;

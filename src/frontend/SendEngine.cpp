@@ -31,6 +31,7 @@ SendEngine::SendEngine(SendEngineConfig config, std::shared_ptr<BaseEventLoop> l
     throw std::invalid_argument(m_config.owner + ": the event loop must not be null");
   }
   validate_config();
+  m_buffered = m_config.method == SendMethod::BUFFERED;
   NetworkConfig network;
   network.mode = m_config.backend_mode;
   network.thread_safety = m_config.thread_safety;
@@ -243,13 +244,13 @@ Channel* SendEngine::find(const EndPointAddress& address) noexcept {
   return m_last_found;
 }
 
-NetioStatus SendEngine::reserve(Channel& channel, std::uint64_t tag, std::size_t payload_size, std::uint8_t status) {
+NetioStatus SendEngine::reserve_new_buffer(Channel& channel, std::uint64_t tag, std::size_t payload_size,
+                                           std::uint8_t status) {
   if (channel.broken) {
     return NetioStatus::FAILED;
   }
   if (channel.current != nullptr) {
-    if (channel.formatter.encoded_size(tag, payload_size, status) <=
-        channel.formatter.capacity() - channel.formatter.size()) {
+    if (channel.formatter.fits(tag, payload_size, status)) {
       return NetioStatus::OK;
     }
     seal(channel);
@@ -283,13 +284,17 @@ void SendEngine::append(Channel& channel, std::uint64_t tag, std::span<const std
   if (m_config.method == SendMethod::COPY ||
       channel.formatter.capacity() - channel.formatter.size() < BufferFormatter::header_size) {
     // COPY sends each message at once; a buffer that cannot take even an empty message is full.
-    seal(channel);
-    (void)drain(channel);
+    send_full(channel);
     return;
   }
   if (first && m_config.flush_interval.count() > 0) {
     schedule_flush(channel);
   }
+}
+
+void SendEngine::send_full(Channel& channel) {
+  seal(channel);
+  (void)drain(channel);
 }
 
 NetioStatus SendEngine::flush(Channel& channel) {

@@ -77,6 +77,21 @@ template <typename PublicConfig>
   return engine;
 }
 
+/// `std::lock_guard` for the engine's lock on the publish fast path, where the compiler would
+/// otherwise call the guard's destructor through the PLT of the shared library.
+class InlineLock {
+public:
+  [[gnu::always_inline]] explicit InlineLock(OptionalMutex& mutex) noexcept : m_mutex{mutex} { m_mutex.lock(); }
+  [[gnu::always_inline]] ~InlineLock() { m_mutex.unlock(); }
+  InlineLock(const InlineLock&) = delete;
+  InlineLock& operator=(const InlineLock&) = delete;
+  InlineLock(InlineLock&&) = delete;
+  InlineLock& operator=(InlineLock&&) = delete;
+
+private:
+  OptionalMutex& m_mutex;
+};
+
 /// Connection events, invoked on the loop thread without the engine's lock. `closed` carries the
 /// keys of ZERO_COPY sends not completed (the backend's and those still queued in the engine).
 struct SendEngineEvents {
@@ -160,9 +175,37 @@ public:
   /// NO_RESOURCES (no free buffer), or FAILED (the channel is broken). Changes nothing that a
   /// caller could observe besides sending buffers that were full anyway, so a fan-out may reserve
   /// in every channel before appending to any.
-  [[nodiscard]] NetioStatus reserve(Channel& channel, std::uint64_t tag, std::size_t payload_size, std::uint8_t status);
+  [[nodiscard]] NetioStatus reserve(Channel& channel, std::uint64_t tag, std::size_t payload_size,
+                                    std::uint8_t status) {
+    // Inline: most messages fit in the current buffer; only the others take the call.
+    if (!channel.broken && channel.current != nullptr && channel.formatter.fits(tag, payload_size, status)) {
+      return NetioStatus::OK;
+    }
+    return reserve_new_buffer(channel, tag, payload_size, status);
+  }
   /// Appends the message for which `reserve` returned OK (COPY: and sends its buffer).
   void append(Channel& channel, std::uint64_t tag, std::span<const std::uint8_t> data, std::uint8_t status);
+  /// BUFFERED: `reserve` and `append` in one step when the message fits in the current buffer (the
+  /// common case: no backend call, nothing out of line). Returns false, having changed nothing,
+  /// when it does not fit, the channel is broken, or the method is not BUFFERED.
+  /// Always inlined: a call (through the PLT, in the shared library) would cost as much as the
+  /// append itself.
+  [[nodiscard, gnu::always_inline]] bool append_in_place(Channel& channel, std::uint64_t tag,
+                                                         std::span<const std::uint8_t> data, std::uint8_t status) {
+    if (!m_buffered || channel.current == nullptr || channel.broken) {
+      return false;
+    }
+    const bool first = channel.formatter.empty();
+    if (!channel.formatter.append(tag, data, status)) {
+      return false;
+    }
+    if (channel.formatter.capacity() - channel.formatter.size() < BufferFormatter::header_size) [[unlikely]] {
+      send_full(channel);
+    } else if (first && m_config.flush_interval.count() > 0) [[unlikely]] {
+      schedule_flush(channel);
+    }
+    return true;
+  }
   /// BUFFERED: seals the current buffer and hands what waits to the backend.
   NetioStatus flush(Channel& channel);
   /// Every channel's `flush`.
@@ -191,6 +234,9 @@ private:
   /// Removes the channel of `address` (lock held); returns its queued ZERO_COPY keys.
   std::vector<std::uint64_t> erase_channel(const EndPointAddress& address);
 
+  NetioStatus reserve_new_buffer(Channel& channel, std::uint64_t tag, std::size_t payload_size, std::uint8_t status);
+  /// Seals a buffer that cannot take even an empty message and hands it to the backend.
+  void send_full(Channel& channel);
   void seal(Channel& channel) noexcept;
   NetioStatus drain(Channel& channel);
   NetioStatus drain_zero_copy(Channel& channel);
@@ -202,6 +248,7 @@ private:
   void break_channel(Channel& channel, NetioStatus status, const char* what);
 
   SendEngineConfig m_config;
+  bool m_buffered{false}; // m_config.method == BUFFERED, read on every append_in_place
   std::shared_ptr<BaseEventLoop> m_loop;
   SendEngineEvents m_events;
   OptionalMutex m_mutex;

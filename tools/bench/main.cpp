@@ -3,6 +3,7 @@
 //   netio3-bench server [options]              the receiving side
 //   netio3-bench client --connect H:P [opts]   the sending side; prints the table
 //   netio3-bench run [options]                 both on loopback: starts a server child, runs the client
+//   netio3-bench pubsub [options]              NetioPublisher -> NetioSubscriber processes (PubSub.hpp)
 
 #include <cerrno>
 #include <csignal>
@@ -22,6 +23,7 @@
 
 #include "Client.hpp"
 #include "Options.hpp"
+#include "PubSub.hpp"
 #include "Results.hpp"
 #include "Server.hpp"
 
@@ -40,6 +42,7 @@ Roles:
   run      starts a server child on loopback and runs the client against it (one command)
   server   the receiving side; prints "listening on ADDRESS:PORT"
   client   the sending side; connects to a server and prints the results
+  pubsub   the frontend's publish/subscribe: NetioPublisher to NetioSubscriber processes (its own --help)
 
 Addresses: IPv4 or IPv6 literals or host names ("--host ::1", "--connect [::1]:5555",
 "--connect [fe80::1%eth0]:5555", "--connect localhost:5555": each address of a name is tried in
@@ -466,8 +469,14 @@ int main(int argc, char** argv) {
   add_quiet(*client, arguments);
   client->footer("Example: netio3-bench client --connect 127.0.0.1:5555 --sizes 64,1m --duration 1");
 
+  pubsub::PubSubCommand pubsub_command;
+  CLI::App* pubsub = pubsub_command.add_to(app);
+
   CLI11_PARSE(app, argc, argv);
   try {
+    if (pubsub->parsed()) {
+      return pubsub_command.run();
+    }
     if (run->parsed()) {
       return run_both(arguments);
     }
