@@ -65,7 +65,8 @@ void LineConnection::start_attempt() {
     return;
   }
   // None left: reported from the loop (never inside the call that made the connection).
-  m_pending_failure = "cannot connect to " + m_peer.to_string() + " (" + m_attempts.substr(0, m_attempts.size() - 2) + ")";
+  m_pending_failure =
+      "cannot connect to " + m_peer.to_string() + " (" + m_attempts.substr(0, m_attempts.size() - 2) + ")";
   m_connect_timer.start_once(std::chrono::nanoseconds{1});
 }
 
