@@ -647,8 +647,9 @@ void NetioPublisher::Impl::on_refused(const EndPointAddress& address) {
 
 // --- public -------------------------------------------------------------------------------------
 
+// By value as ../shared/frontend.md fixes the signature; only read here.
 NetioPublisher::NetioPublisher(const NetioPublisherConfig& config, std::shared_ptr<BaseEventLoop> loop,
-                               EndPointAddress local_ep)
+                               EndPointAddress local_ep) // NOLINT(performance-unnecessary-value-param)
   : m_impl{std::make_unique<Impl>(config, std::move(loop), local_ep)} {}
 
 NetioPublisher::~NetioPublisher() = default;

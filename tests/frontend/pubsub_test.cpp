@@ -264,6 +264,8 @@ TEST_P(PubSub, ZeroCopyPublishCompletesOnceAfterEverySubscriber) {
   conformance::AlignedMemory& region = make_region(slots * size);
   config.mr_start = region.data();
   config.mr_size = region.size();
+  // As many publisher slots as payload slots, so that both run out and every slot is reused.
+  config.max_pending_publishes = slots;
   auto publisher = make_publisher(config);
   std::mutex mutex;
   std::vector<std::uint64_t> completed;
@@ -276,7 +278,7 @@ TEST_P(PubSub, ZeroCopyPublishCompletesOnceAfterEverySubscriber) {
     subs.push_back(make_subscriber());
     subscribe_all(*subs.back(), *publisher, {5});
   }
-  const std::size_t messages = count(2000, 200);
+  const std::size_t messages = count(5000, 300);
   std::vector<bool> slot_free(slots, true);
   std::vector<std::uint64_t> slot_of_key(messages);
   std::size_t seen = 0;

@@ -196,10 +196,12 @@ public:
     }
     m_next_sequence.assign(m_options.tags, 0);
     if (m_options.method == SendMethod::ZERO_COPY) {
-      m_slot_count = std::clamp<std::size_t>(kZeroCopyMemory / m_max_size, 16, kMaxZeroCopySlots);
-      m_slot_memory.assign(m_slot_count * m_max_size, 0);
+      // A slot also holds the hello, which goes out of registered memory like every message.
+      m_slot_size = std::max(m_max_size, kHelloPayload);
+      m_slot_count = std::clamp<std::size_t>(kZeroCopyMemory / m_slot_size, 16, kMaxZeroCopySlots);
+      m_slot_memory.assign(m_slot_count * m_slot_size, 0);
       for (std::size_t slot = 0; slot < m_slot_count; ++slot) {
-        std::memcpy(m_slot_memory.data() + slot * m_max_size, m_scratch.data(), m_max_size);
+        std::memcpy(m_slot_memory.data() + slot * m_slot_size, m_scratch.data(), m_max_size);
       }
       m_free_slots = std::make_unique<SlotRing>(m_slot_count);
       for (std::size_t slot = 0; slot < m_slot_count; ++slot) {
@@ -528,29 +530,54 @@ private:
 
   // --- publishing (the publisher context) -------------------------------------------------------
 
+  /// Publishes `message` on `tag`; with ZERO_COPY from a slot it is copied into (the publisher
+  /// reads a zero-copy payload until the completion, whose key frees the slot).
+  NetioPublisherStatus publish_bytes(std::uint64_t tag, std::span<const std::uint8_t> message) {
+    if (m_options.method != SendMethod::ZERO_COPY) {
+      return m_publisher->publish(tag, message);
+    }
+    std::uint8_t* const slot = spare_slot();
+    if (slot == nullptr) {
+      return NetioPublisherStatus::NO_RESOURCES;
+    }
+    std::memcpy(slot, message.data(), message.size());
+    return publish_spare_slot(tag, message.size());
+  }
+
   /// Publishes `payload` (the scratch buffer or a zero-copy slot, header written) on `tag`.
   NetioPublisherStatus publish_payload(std::uint64_t tag, std::size_t size, const PubSubHeader& header,
                                        std::int64_t timestamp = 0) {
-    if (m_options.method != SendMethod::ZERO_COPY) {
-      std::memcpy(m_scratch.data(), &header, sizeof(header));
-      if (timestamp != 0) {
-        std::memcpy(m_scratch.data() + sizeof(header), &timestamp, sizeof(timestamp));
-      }
-      return m_publisher->publish(tag, std::span<const std::uint8_t>(m_scratch.data(), size));
+    std::uint8_t* const payload = m_options.method == SendMethod::ZERO_COPY ? spare_slot() : m_scratch.data();
+    if (payload == nullptr) {
+      return NetioPublisherStatus::NO_RESOURCES;
     }
+    std::memcpy(payload, &header, sizeof(header));
+    if (timestamp != 0) {
+      std::memcpy(payload + sizeof(header), &timestamp, sizeof(timestamp));
+    }
+    if (m_options.method != SendMethod::ZERO_COPY) {
+      return m_publisher->publish(tag, std::span<const std::uint8_t>(payload, size));
+    }
+    return publish_spare_slot(tag, size);
+  }
+
+  /// The zero-copy slot the next publish uses (kept when a publish is refused), or nullptr when
+  /// every slot is in flight.
+  std::uint8_t* spare_slot() noexcept {
     if (!m_has_spare_slot) {
       if (!m_free_slots->pop(m_spare_slot)) {
-        return NetioPublisherStatus::NO_RESOURCES;
+        return nullptr;
       }
       m_has_spare_slot = true;
     }
-    std::uint8_t* const slot = m_slot_memory.data() + std::size_t{m_spare_slot} * m_max_size;
-    std::memcpy(slot, &header, sizeof(header));
-    if (timestamp != 0) {
-      std::memcpy(slot + sizeof(header), &timestamp, sizeof(timestamp));
-    }
-    const NetioPublisherStatus status =
-        m_publisher->publish(tag, std::span<const std::uint8_t>(slot, size), 0, m_spare_slot);
+    return m_slot_memory.data() + std::size_t{m_spare_slot} * m_slot_size;
+  }
+
+  /// Publishes the first `size` bytes of the spare slot, its number as the key.
+  NetioPublisherStatus publish_spare_slot(std::uint64_t tag, std::size_t size) {
+    const NetioPublisherStatus status = m_publisher->publish(
+        tag, std::span<const std::uint8_t>(m_slot_memory.data() + std::size_t{m_spare_slot} * m_slot_size, size), 0,
+        m_spare_slot);
     if (status == NetioPublisherStatus::OK) {
       m_has_spare_slot = false; // back through the completion callback
     }
@@ -572,7 +599,7 @@ private:
       const PubSubHeader header{kPubSubMagic, PubSubKind::Hello, 0, m_run_id, 0};
       std::memcpy(message, &header, sizeof(header));
       std::memcpy(message + sizeof(header), &hello, sizeof(hello));
-      const NetioPublisherStatus status = m_publisher->publish(m_options.first_tag, message);
+      const NetioPublisherStatus status = publish_bytes(m_options.first_tag, message);
       if (status == NetioPublisherStatus::NO_RESOURCES) {
         return false;
       }
@@ -767,6 +794,7 @@ private:
 
   // ZERO_COPY payload slots.
   std::size_t m_slot_count{0};
+  std::size_t m_slot_size{0}; // bytes per slot
   std::vector<std::uint8_t> m_slot_memory;
   std::unique_ptr<SlotRing> m_free_slots;
   std::uint32_t m_spare_slot{0};
