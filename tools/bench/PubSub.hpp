@@ -20,12 +20,16 @@
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "Options.hpp"
 #include "netio3/BufferFormatter.hpp"
 #include "netio3/FrontendTypes.hpp"
+
+// Only PubSubCommand.cpp defines options: CLI11 takes seconds to parse in every file that includes it.
+namespace CLI {
+class App;
+} // namespace CLI
 
 namespace netio3::bench::pubsub {
 

@@ -11,6 +11,7 @@
 #include <thread>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "PubSub.hpp"

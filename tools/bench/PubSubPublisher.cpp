@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
+#include <iostream>
 #include <memory>
 #include <mutex>
 #include <netinet/in.h>
