@@ -85,8 +85,8 @@ std::string plot_script(const std::string& path, const ClientOptions& options, c
     throw std::runtime_error("--plot: no run has figures to plot (every run failed)");
   }
   const std::string setup =
-      fmt::format("{} {}, {} threads, {} connection{}", backend_name(options.backend.backend),
-                  options.backend.backend == NetworkType::LIBFABRIC ? options.backend.provider : std::string{},
+      fmt::format("{}{}, {} threads, {} connection{}", backend_name(options.backend.backend),
+                  options.backend.backend == NetworkType::LIBFABRIC ? " " + options.backend.provider : std::string{},
                   threads_name(options.backend.threads), options.connections, options.connections == 1 ? "" : "s");
   std::string script = "set terminal pngcairo size 1200,500 noenhanced font ',10'\n";
   script += "set output " + gnuplot_string(path) + "\nset grid\nset key top left\n" + size_axis(runs);
