@@ -16,6 +16,7 @@ int main(int argc, char** argv) try {
   const std::string address = argc > 1 ? argv[1] : "127.0.0.1";
   const auto port = static_cast<std::uint16_t>(argc > 2 ? std::atoi(argv[2]) : 0);
 
+  // [guide:publish]
   auto loop = std::make_shared<netio3::EpollEventLoop>();
   netio3::NetioPublisherConfig config; // asyncmsg (TCP), BUFFERED: a buffer leaves within 1 ms
   netio3::NetioPublisher publisher{config, loop, {address, port}};
@@ -39,6 +40,7 @@ int main(int argc, char** argv) try {
     }
   }
   publisher.flush();
+  // [guide:publish-end]
   while (publisher.subscriber_count() > 0) { // it leaves when it has what it wanted
     std::this_thread::sleep_for(std::chrono::milliseconds{10});
   }

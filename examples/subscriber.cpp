@@ -21,6 +21,7 @@ int main(int argc, char** argv) try {
   int received = 0;
   int exit_status = 0;
 
+  // [guide:subscribe]
   netio3::NetioSubscriberConfig config; // asyncmsg (TCP), as the publisher's; callbacks on the loop
   config.on_subscribed_cb = [](std::uint64_t subscribed, const netio3::EndPointAddress& from) {
     // The acknowledgement has a connection of its own: the first messages may come before it.
@@ -41,7 +42,8 @@ int main(int argc, char** argv) try {
   };
   netio3::NetioSubscriber subscriber{config, loop, argc > 3 ? argv[3] : "0.0.0.0"};
   subscriber.subscribe(tag, publisher, netio3::ConnectionParametersRecv{});
-  loop->run();                          // until stop(): every callback above runs here, on this thread
+  loop->run(); // until stop(): every callback above runs here, on this thread
+  // [guide:subscribe-end]
   return exit_status;                   // the subscriber's destructor unsubscribes
 } catch (const std::exception& error) { // e.g. a malformed address
   std::fprintf(stderr, "subscriber: %s\n", error.what());

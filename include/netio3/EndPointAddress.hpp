@@ -2,6 +2,10 @@
 
 /// @file
 /// `EndPointAddress`: the value type that names a host and port in every call and callback.
+///
+/// Contract: the constructor checks the syntax only (and throws `InvalidEndpointAddress`); names are
+/// resolved when an endpoint is opened. IPv6 literals are kept in canonical form, so equal
+/// addresses compare and hash equal; a plain value type, safe to copy between threads.
 
 #include <compare>
 #include <cstddef>
@@ -67,7 +71,10 @@ public:
   /// `address:port`, or `[address]:port` for IPv6.
   [[nodiscard]] std::string to_string() const;
 
+  /// Equal when address text and port are equal (IPv6 literals are canonical, so `[::1]` equals
+  /// `0:0::1`; names are not resolved: `localhost` is not `127.0.0.1`).
   friend bool operator==(const EndPointAddress&, const EndPointAddress&) = default;
+  /// Orders by address text, then port (so that addresses can key ordered containers).
   friend std::strong_ordering operator<=>(const EndPointAddress&, const EndPointAddress&) = default;
 
 private:
@@ -83,6 +90,7 @@ std::ostream& operator<<(std::ostream& out, const EndPointAddress& address);
 /// Hash of address text and port, so that `EndPointAddress` can key unordered containers.
 template <>
 struct std::hash<netio3::EndPointAddress> {
+  /// Combines the hash of the address text with the port; equal addresses hash equally.
   std::size_t operator()(const netio3::EndPointAddress& address) const noexcept {
     const std::size_t text_hash = std::hash<std::string>{}(address.address());
     return text_hash ^

@@ -2,6 +2,11 @@
 
 /// @file
 /// `EpollEventLoop`: the default `BaseEventLoop`, on Linux epoll.
+///
+/// Contract: `run()` blocks the calling thread, which becomes the loop thread: every callback of
+/// every backend on this loop runs there, one at a time. `stop()` and fd/timer/signal changes may
+/// come from any thread. The loop must outlive the backends and handles that use it, and must not
+/// be running when it is destroyed.
 
 #include <chrono>
 #include <functional>

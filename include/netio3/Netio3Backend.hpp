@@ -3,6 +3,25 @@
 /// @file
 /// The whole netio3 backend API: `NetworkBackend` and everything its calls use (configuration,
 /// addresses, status, buffers, exceptions, the event-loop interface).
+///
+/// Contract of every backend (the conformance suite checks it, docs/testing.md):
+/// - **Nothing blocks on the network.** Sends return a `NetioStatus` at once: `OK` (accepted; a
+///   keyed send is reported later), `NO_RESOURCES` (no buffer, credit or queue space now, or not
+///   connected yet: nothing was sent or kept, retry after a completion), or a permanent refusal of
+///   that message (`MESSAGE_TOO_LARGE`, `OUTSIDE_REGISTERED_REGION`, `INVALID_ARGUMENT`) or of the
+///   connection (`FAILED`). Set-up and tear-down calls throw (`Exceptions.hpp`) instead. Only
+///   set-up calls may wait: to resolve a host name, or (`SAFE`, from another thread) for the loop
+///   thread to apply them.
+/// - **Callbacks** run on the event-loop thread only, one at a time, never inside the call that
+///   caused them (`NetworkConfig.hpp`).
+/// - **Memory of a send**: `send_data_copy` copies before it returns; `send_data` (zero-copy) reads
+///   the caller's memory until its key is reported by `on_send_completed_cb` or returned in
+///   `on_connection_closed_cb`; `get_buffer`/`send_buffer` use backend-owned buffers
+///   (`NetworkBuffer.hpp`). Every accepted key is reported exactly once.
+/// - **Per connection** messages arrive in order, exactly once, with their boundaries, or the
+///   connection is reported closed.
+/// - **Threads**: `ThreadSafetyModel` (`Types.hpp`): `SAFE` calls from any thread, `UNSAFE` calls
+///   from one thread at a time (normally the loop's).
 
 #include <cstddef>
 #include <cstdint>

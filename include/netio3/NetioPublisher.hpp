@@ -3,6 +3,12 @@
 /// @file
 /// `NetioPublisher`: publishes tagged messages to every subscriber of their tag.
 ///
+/// Contract: `publish` never blocks; it returns `NO_RESOURCES` (nothing sent to anyone: retry)
+/// when a subscriber of the tag has no free buffer, so one slow subscriber holds back its tags.
+/// `ZERO_COPY` payloads stay the caller's until the `set_on_publish_completed` callback reports
+/// their key (once, after every subscriber is done with it). Callbacks run on the loop thread,
+/// never inside the call.
+///
 /// Protocol (docs/frontend.md): a `NetioSubscriber` opens a TCP control connection to the
 /// publisher's address and sends subscription requests as JSON lines; the publisher opens one data
 /// connection (over the configured backend) to the subscriber's data listener, whatever its number

@@ -3,6 +3,10 @@
 /// @file
 /// `NetioReceiver`: receives the tagged messages of `NetioSender`s (or of a `NetioPublisher`, inside
 /// `NetioSubscriber`) and hands them over one by one, decoded, or as whole buffers.
+///
+/// Contract: data callbacks run on the loop thread, in order per connection; the bytes they get
+/// belong to the receiver and are valid during the call only (copy what must outlive it). A
+/// callback must not block: it holds up every connection of the loop.
 
 #include <chrono>
 #include <cstdint>

@@ -3,6 +3,12 @@
 /// @file
 /// `NetioSender`: point-to-point sending of tagged messages over either backend, coalesced
 /// (`BUFFERED`), copied (`COPY`) or zero-copy (`ZERO_COPY`). The other end is a `NetioReceiver`.
+///
+/// Contract: `send` never blocks: it returns `NO_RESOURCES` when the connection's `nbuffers`
+/// buffers or the backend's queue are full (nothing kept: retry later). `BUFFERED` and `COPY`
+/// copy the caller's bytes before returning; `ZERO_COPY` reads them until `on_send_completed_cb`
+/// reports the key (or the key comes back in `on_connection_closed_cb`). Callbacks run on the loop
+/// thread, never inside the call; `thread_safety` says which threads may call.
 
 #include <chrono>
 #include <cstddef>

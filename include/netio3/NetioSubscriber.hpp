@@ -2,6 +2,11 @@
 
 /// @file
 /// `NetioSubscriber`: subscribes to tags of `NetioPublisher`s and receives their messages.
+///
+/// Contract: `subscribe` and `unsubscribe` validate their arguments and return; the loop thread
+/// does the work and reports the outcome by callback (never inside the call). Messages of a tag
+/// arrive on the loop thread from its acknowledgement until its unsubscription is acknowledged;
+/// their bytes are valid during the callback only.
 
 #include <chrono>
 #include <cstdint>

@@ -2,6 +2,12 @@
 
 /// @file
 /// `NetworkBuffer`: a backend-owned, pre-registered send buffer for buffered sending.
+///
+/// Contract: the backend owns every buffer. `NetworkBackend::get_buffer` lends one (nullptr when
+/// none is free: retry after a completion); the caller fills it and passes it to
+/// `NetworkBackend::send_buffer`. After `OK` the buffer is the backend's again and returns to its
+/// pool by itself when sent (no key, no callback); after any other status it stays with the
+/// caller. One thread uses a buffer at a time; closing the endpoint invalidates its buffers.
 
 #include <cstddef>
 #include <cstdint>

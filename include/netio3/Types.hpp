@@ -3,6 +3,11 @@
 /// @file
 /// Enumerations shared by every netio3 backend: which backend, which transport, which thread-safety
 /// model, and the status every data-path call returns.
+///
+/// Statuses: `NO_RESOURCES` is the only one worth retrying (later, after a completion: nothing was
+/// kept); `MESSAGE_TOO_LARGE`, `OUTSIDE_REGISTERED_REGION` and `INVALID_ARGUMENT` refuse that
+/// message for good; `FAILED` means the connection (or the buffer handed in) is unusable. A retry
+/// loop on `NO_RESOURCES` therefore never spins on a permanent error.
 
 #include <cstdint>
 #include <ostream>

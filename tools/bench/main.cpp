@@ -23,6 +23,7 @@
 
 #include "Client.hpp"
 #include "Options.hpp"
+#include "Plot.hpp"
 #include "PubSub.hpp"
 #include "Results.hpp"
 #include "Server.hpp"
@@ -78,6 +79,7 @@ struct Arguments {
   std::string max_unsent{"8m"};
   std::int64_t receive_poll_us{NetworkConfig{}.receive_poll.count()};
   bool json{false};
+  std::string plot;
   bool quiet{false};
   std::string connect;
   std::string host{"127.0.0.1"};
@@ -169,6 +171,10 @@ void add_client_options(CLI::App& app, Arguments& arguments) {
       ->capture_default_str();
   app.add_flag("--json", arguments.json,
                "Print the results as one JSON document on stdout instead of the table. Example: --json");
+  app.add_option("--plot", arguments.plot,
+                 "Also draw the results as a PNG with gnuplot (Debian: gnuplot-nox): message rate and Gbit/s "
+                 "(throughput) or one-way latency (latency) against the message size. Example: --sizes "
+                 "64,4k,64k,1m --plot sweep.png");
 }
 
 void add_quiet(CLI::App& app, Arguments& arguments) {
@@ -221,6 +227,9 @@ ClientOptions client_options(const Arguments& arguments) {
   options.max_unsent_bytes = parse_size(arguments.max_unsent);
   options.json = arguments.json;
   options.quiet = arguments.quiet;
+  if (!arguments.plot.empty()) {
+    check_plot_path(arguments.plot);
+  }
   return options;
 }
 
@@ -238,7 +247,7 @@ std::pair<std::string, std::uint16_t> split_host_port(const std::string& text) {
   return {address.address(), address.port()};
 }
 
-int print_results(const ClientOptions& options, const std::vector<RunResult>& results) {
+int print_results(const ClientOptions& options, const std::vector<RunResult>& results, const std::string& plot) {
   if (options.json) {
     std::cout << report_json(options, results).dump(2) << std::endl;
   } else {
@@ -255,6 +264,17 @@ int print_results(const ClientOptions& options, const std::vector<RunResult>& re
                                                    result.receiver.messages, result.receiver.sequence_errors)
                                      : result.error);
       }
+    }
+  }
+  if (!plot.empty()) {
+    try {
+      write_plot(plot, options, results);
+      if (!options.quiet) {
+        std::cerr << "netio3-bench: plot written to " << plot << '\n';
+      }
+    } catch (const std::runtime_error& error) {
+      std::cerr << "netio3-bench: " << error.what() << '\n';
+      ok = false;
     }
   }
   return ok ? 0 : 1;
@@ -374,7 +394,7 @@ int run_client(const Arguments& arguments) {
   options.server_host = host;
   options.server_port = port;
   Client client(options);
-  return print_results(options, client.run_all());
+  return print_results(options, client.run_all(), arguments.plot);
 }
 
 int run_both(const Arguments& arguments) {
@@ -413,7 +433,7 @@ int run_both(const Arguments& arguments) {
     results = client.run_all();
   }
   const int server_status = server.wait_exit(std::chrono::seconds{30});
-  const int status = print_results(options, results);
+  const int status = print_results(options, results, arguments.plot);
   if (server_status != 0) {
     std::cerr << "netio3-bench: the server process ended with status " << server_status << '\n';
     return 1;
