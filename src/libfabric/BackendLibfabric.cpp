@@ -65,6 +65,9 @@ BackendLibfabric::BackendLibfabric(const NetworkConfig& config, std::shared_ptr<
                                                                std::chrono::milliseconds{1}, std::chrono::hours{24});
     m_keepalive_timer = m_evloop->create_timer([this] { on_keepalive_timer(); });
   }
+  if (m_provider == "tcp" && m_config.connect_timeout.count() > 0) {
+    m_unclaimed_timer = m_evloop->create_timer([this] { on_unclaimed_socket_timer(); });
+  }
   NETIO3_LOG_DEBUG("libfabric backend created (provider {}, {})", m_provider, to_string(m_config.thread_safety));
 }
 
@@ -91,6 +94,7 @@ BackendLibfabric::~BackendLibfabric() {
   m_wake.reset();
   m_progress_timer.reset();
   m_keepalive_timer.reset();
+  m_unclaimed_timer.reset();
   for (const int fd : fds) {
     try {
       m_evloop->remove_fd(fd, false, true);

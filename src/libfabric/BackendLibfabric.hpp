@@ -140,6 +140,12 @@ private:
   /// Starts the keepalive timer unless it runs or peer_timeout is 0 (a connection was established).
   void ensure_keepalive_timer();
   void on_keepalive_timer();
+  /// `tcp` provider only: starts the timer that closes sockets accepted on a listener port that
+  /// never became a connection (no connection request within connect_timeout). The provider
+  /// accepts them itself and waits for their request without a deadline (libfabric 1.17,
+  /// prov/tcp/src/tcpx_conn_mgr.c), so the backend finds them among the process's descriptors.
+  void ensure_unclaimed_socket_timer();
+  void on_unclaimed_socket_timer();
   /// One tick for one established connection: count its silence, close it, or send a keepalive.
   void keepalive_tick(const std::shared_ptr<Connection>& connection);
   /// Posts a keepalive (a credit and a send slot must be free).
@@ -190,6 +196,10 @@ private:
   void teardown_connection(Connection& connection, bool on_loop, std::vector<std::uint64_t>* pending_keys);
   void close_listener_now(Listener& listener);
   void check_connect_deadlines();
+  /// Closes (and reports closed) every other accepted connection from `fresh`'s remote address:
+  /// called when `fresh` is established, so that a peer's old connection whose close has not
+  /// arrived yet is reported closed before the new one is reported established.
+  void close_stale_connections_from(const Connection& fresh);
   void mark_established(Connection& connection);
   /// The fabric info for the first of `candidates` that the provider takes (those it refuses are
   /// removed and noted in `failures`), or null when none is left.
@@ -279,6 +289,14 @@ private:
   EventTimerHandle m_keepalive_timer; // empty when peer_timeout is 0
   bool m_keepalive_running{false};
   std::atomic<std::uint64_t> m_keepalives_posted{0}; // keepalives_posted(): one increment per keepalive
+
+  /// Closes sockets that the `tcp` provider accepted on a listener of this backend and that sent
+  /// no connection request within connect_timeout (ensure_unclaimed_socket_timer). Empty for
+  /// other providers.
+  EventTimerHandle m_unclaimed_timer;
+  bool m_unclaimed_running{false};
+  /// Such sockets by inode, with the time they were first seen unclaimed.
+  std::unordered_map<std::uint64_t, std::chrono::steady_clock::time_point> m_unclaimed_since;
 };
 
 template <typename Callback>

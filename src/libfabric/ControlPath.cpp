@@ -4,12 +4,17 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <netinet/in.h>
 #include <rdma/fi_cm.h>
 #include <rdma/fi_errno.h>
+#include <stdexcept>
 #include <string>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "core/Logging.hpp"
 #include "core/Resolve.hpp"
@@ -57,6 +62,79 @@ void setup_receive_contexts(Connection& connection, std::size_t count) {
 
 bool is_tcp_provider(const fi_info& info) {
   return info.fabric_attr->prov_name != nullptr && std::string_view{info.fabric_attr->prov_name} == "tcp";
+}
+
+/// A local TCP port that no other socket of this host is bound to, held by a socket of its own
+/// (SO_REUSEADDR, bound to the wildcard address, never listening) until the provider's socket is
+/// bound to it as well. Why: the `tcp` provider binds an active endpoint with a port-0 source
+/// address with IP_BIND_ADDRESS_NO_PORT (libfabric 1.17, prov/tcp/src/tcpx_ep.c), so the port is
+/// picked at connect time, where the kernel may give connections to different destinations (e.g.
+/// 127.0.0.2 and 127.0.0.3 into one listener on 0.0.0.0) the same source port: the receiver would
+/// see two peers with one address. bind() to port 0 picks a port no socket is bound to, and
+/// connect() never picks a port that a socket was bound to explicitly.
+class ReservedPort {
+public:
+  explicit ReservedPort(int family) {
+    m_fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (m_fd < 0) {
+      throw std::runtime_error(std::string{"cannot create a socket to reserve a source port: "} + std::strerror(errno));
+    }
+    const int one = 1;
+    sockaddr_storage local{};
+    local.ss_family = static_cast<sa_family_t>(family);
+    socklen_t length = family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    if (::setsockopt(m_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        ::bind(m_fd, reinterpret_cast<const sockaddr*>(&local), length) != 0 ||
+        ::getsockname(m_fd, reinterpret_cast<sockaddr*>(&local), &length) != 0) {
+      const int error = errno;
+      ::close(m_fd);
+      throw std::runtime_error(std::string{"cannot reserve a source port: "} + std::strerror(error));
+    }
+    m_port = family == AF_INET6 ? reinterpret_cast<const sockaddr_in6*>(&local)->sin6_port
+                                : reinterpret_cast<const sockaddr_in*>(&local)->sin_port;
+  }
+  ReservedPort(const ReservedPort&) = delete;
+  ReservedPort& operator=(const ReservedPort&) = delete;
+  ReservedPort(ReservedPort&&) = delete;
+  ReservedPort& operator=(ReservedPort&&) = delete;
+  ~ReservedPort() { ::close(m_fd); }
+
+  /// The port in network byte order.
+  [[nodiscard]] std::uint16_t network_port() const noexcept { return m_port; }
+
+private:
+  int m_fd{-1};
+  std::uint16_t m_port{0};
+};
+
+/// Gives `info` (an active endpoint's) the source address its provider chose, or the wildcard
+/// address of the destination's family, with `port` (network byte order): the provider binds the
+/// endpoint's socket to it in fi_endpoint.
+void set_source_port(fi_info& info, std::uint16_t port) {
+  const auto* destination = static_cast<const sockaddr*>(info.dest_addr);
+  if (destination == nullptr || (destination->sa_family != AF_INET && destination->sa_family != AF_INET6)) {
+    throw std::runtime_error("the provider gave no IPv4/IPv6 destination address to choose a source port for");
+  }
+  const int family = destination->sa_family;
+  const std::size_t length = family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  auto* source = static_cast<sockaddr_storage*>(std::calloc(1, sizeof(sockaddr_storage))); // freed by fi_freeinfo
+  if (source == nullptr) {
+    throw std::runtime_error("out of memory for the source address");
+  }
+  const auto* chosen = static_cast<const sockaddr*>(info.src_addr);
+  if (chosen != nullptr && chosen->sa_family == family && info.src_addrlen >= length) {
+    std::memcpy(source, chosen, length);
+  } else {
+    source->ss_family = static_cast<sa_family_t>(family);
+  }
+  if (family == AF_INET6) {
+    reinterpret_cast<sockaddr_in6*>(source)->sin6_port = port;
+  } else {
+    reinterpret_cast<sockaddr_in*>(source)->sin_port = port;
+  }
+  std::free(info.src_addr); // NOLINT(cppcoreguidelines-no-malloc): libfabric's allocation
+  info.src_addr = source;
+  info.src_addrlen = length;
 }
 
 } // namespace
@@ -285,6 +363,7 @@ EndPointAddress BackendLibfabric::open_listen_endpoint(const EndPointAddress& ad
     std::size_t name_size = sizeof(name);
     check(fi_getname(listener->pep.fid_ptr(), &name, &name_size), "fi_getname");
     actual = EndPointAddress{address.address(), detail::to_endpoint_address(reinterpret_cast<sockaddr*>(&name)).port()};
+    listener->bound_name = name;
   } catch (const std::exception& error) {
     listener->pep.reset();
     release_domain(listener->domain);
@@ -300,6 +379,7 @@ EndPointAddress BackendLibfabric::open_listen_endpoint(const EndPointAddress& ad
   listener->info = std::move(info);
   m_fid_owners[listener->pep.fid_ptr()] = FidOwner{listener, nullptr};
   m_listeners.emplace(actual, listener);
+  ensure_unclaimed_socket_timer();
   NETIO3_LOG_DEBUG("libfabric: listening on {} ({})", actual.to_string(), m_provider);
   return actual;
 }
@@ -508,7 +588,16 @@ std::shared_ptr<Connection> BackendLibfabric::start_connection(const EndPointAdd
           Registration{domain.domain.get(), params.mr_start, params.mr_size, FI_SEND, domain.take_key()};
     }
 
-    check(fi_endpoint(domain.domain.get(), info.get(), connection->ep.out(), nullptr), "fi_endpoint");
+    if (m_provider == "tcp") {
+      // A source port of its own, reserved until the provider's socket is bound to it (in
+      // fi_endpoint): see ReservedPort.
+      const auto* destination = static_cast<const sockaddr*>(info->dest_addr);
+      const ReservedPort reserved{destination != nullptr ? destination->sa_family : AF_INET};
+      set_source_port(*info, reserved.network_port());
+      check(fi_endpoint(domain.domain.get(), info.get(), connection->ep.out(), nullptr), "fi_endpoint");
+    } else {
+      check(fi_endpoint(domain.domain.get(), info.get(), connection->ep.out(), nullptr), "fi_endpoint");
+    }
     open_completion_queue(*connection, slots + controls);
     check(fi_ep_bind(connection->ep.get(), domain.eq.fid_ptr(), 0), "fi_ep_bind (event queue)");
     check(fi_ep_bind(connection->ep.get(), connection->cq.fid_ptr(), FI_TRANSMIT | FI_RECV),
@@ -705,6 +794,9 @@ void BackendLibfabric::check_connect_deadlines() {
 
 void BackendLibfabric::mark_established(Connection& connection) {
   connection.state = Connection::State::established;
+  if (!connection.established_reported && connection.role == Connection::Role::receiver) {
+    close_stale_connections_from(connection);
+  }
   if (!connection.established_reported) {
     // A connection closed earlier (maybe to the same address, which was opened again at once) is
     // torn down and its notice queued first: the closed callback of the old one must come before
@@ -715,6 +807,29 @@ void BackendLibfabric::mark_established(Connection& connection) {
   }
   if (connection.silence_limit_ticks != 0) {
     ensure_keepalive_timer(); // peer_timeout is watched while a watched connection is established
+  }
+}
+
+void BackendLibfabric::close_stale_connections_from(const Connection& fresh) {
+  // Callbacks name an accepted connection by its remote address, so two live ones with one address
+  // cannot be told apart. A new connection from an address means the old one from it is gone: a
+  // TCP source port is not given to a second connection to the same listener while the first
+  // lives (and send endpoints of this backend bind a port of their own: ReservedPort). The old
+  // one's shutdown can still be on its way: the sockets provider names a connection by the port
+  // of the sender's own endpoint, which the sender reuses as soon as the old endpoint is closed,
+  // and its close can reach this side after the new request. Closing the old one here reports its
+  // close before the new one's establishment, as the peer's order was.
+  if (fresh.address.address().empty()) {
+    return; // the provider named no peer: nothing to compare
+  }
+  for (auto& [pointer, other] : m_connections) {
+    if (pointer != &fresh && other->role == Connection::Role::receiver && other->address == fresh.address &&
+        other->state != Connection::State::closing && other->established_reported) {
+      NETIO3_LOG_INFO("libfabric: a new connection from {} replaces the old one from that address, which is "
+                      "closed (its peer's close had not arrived yet)",
+                      fresh.address.to_string());
+      begin_close(other, CloseNotice::closed, "a new connection from the same remote address replaces it");
+    }
   }
 }
 

@@ -83,6 +83,8 @@ struct Connection;
 /// A listen endpoint: a passive endpoint and the connections it accepted.
 struct Listener {
   EndPointAddress address;
+  /// The passive endpoint's own socket address (fi_getname), to recognise sockets accepted on it.
+  sockaddr_storage bound_name{};
   ConnectionParametersRecv params;
   std::shared_ptr<DomainContext> domain;
   /// The fi_info the passive endpoint was made from. Kept for its lifetime: the sockets provider
