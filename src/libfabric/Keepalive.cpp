@@ -20,6 +20,7 @@
 #include <unordered_set>
 
 #include "core/Logging.hpp"
+#include "core/Resolve.hpp"
 #include "libfabric/BackendLibfabric.hpp"
 
 namespace netio3::libfabric {
@@ -121,9 +122,10 @@ void BackendLibfabric::on_unclaimed_socket_timer() {
   DIR* directory = ::opendir("/proc/self/fd");
   if (directory == nullptr) {
     NETIO3_LOG_WARNING("libfabric: cannot read /proc/self/fd to find silent connections on listeners: {}",
-                       std::strerror(errno));
+                       detail::errno_text(errno));
     return;
   }
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): glibc's readdir is safe on a stream no other thread reads
   while (const dirent* entry = ::readdir(directory)) {
     if (entry->d_name[0] < '0' || entry->d_name[0] > '9') {
       continue;
@@ -173,7 +175,7 @@ void BackendLibfabric::on_unclaimed_socket_timer() {
                     remote.to_string(), listener->second->address.to_string(), m_config.connect_timeout.count());
     if (::shutdown(fd, SHUT_RDWR) != 0) {
       NETIO3_LOG_WARNING("libfabric: shutdown of the silent connection from {} failed: {}", remote.to_string(),
-                         std::strerror(errno));
+                         detail::errno_text(errno));
     }
   }
   ::closedir(directory);
