@@ -8,44 +8,17 @@
 set -u
 receiver=$1
 sender=$2
-work=$(mktemp -d)
-receiver_pid=
-cleanup() {
-  [[ -n "$receiver_pid" ]] && kill -KILL "$receiver_pid" 2>/dev/null && wait "$receiver_pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  for file in "$work"/*; do echo "--- $(basename "$file"):"; cat "$file"; done >&2
-  exit 1
-}
+# shellcheck source=listener-pair.sh
+source "$(dirname "${BASH_SOURCE[0]}")/listener-pair.sh"
 
-"$receiver" 127.0.0.1 0 >"$work/receiver.out" 2>"$work/receiver.err" &
-receiver_pid=$!
-port=
-for attempt in $(seq 1 600); do # a deadline of 30 s, not a timing assumption
-  port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$work/receiver.out")
-  [[ -n "$port" ]] && break
-  kill -0 "$receiver_pid" 2>/dev/null || fail "the receiver exited before listening"
-  sleep 0.05
-done
-[[ -n "$port" ]] || fail "the receiver did not print 'listening on 127.0.0.1:PORT'"
+start_listener receiver "$receiver" 127.0.0.1 0
 
 timeout 60 "$sender" 127.0.0.1 "$port" >"$work/sender.out" 2>"$work/sender.err"
 status=$?
 [[ $status -eq 0 ]] || fail "the sender exited with $status"
 [[ ! -s "$work/sender.err" ]] || fail "the sender printed errors"
 
-for attempt in $(seq 1 1200); do # it exits once the sender's connection has closed
-  kill -0 "$receiver_pid" 2>/dev/null || break
-  sleep 0.05
-done
-wait "$receiver_pid"
-status=$?
-receiver_pid=
-[[ $status -eq 0 ]] || fail "the receiver exited with $status"
-[[ ! -s "$work/receiver.err" ]] || fail "the receiver printed errors"
+wait_listener receiver
 { echo "listening on 127.0.0.1:$port"; for number in $(seq 0 9); do echo "received: hello $number"; done; } >"$work/expected"
 cmp -s "$work/expected" "$work/receiver.out" || fail "the receiver printed something else"
 echo "the hello receiver got the hello sender's ten messages on port $port"
