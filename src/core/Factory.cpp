@@ -19,7 +19,9 @@ std::unique_ptr<NetworkBackend> NetworkBackend::create(NetworkType type, [[maybe
                                    "netio3 library (configure with -DNETIO3_WITH_ASYNCMSG=ON)");
 #endif
   case NetworkType::LIBFABRIC:
-#ifdef NETIO3_HAVE_LIBFABRIC
+#if defined(NETIO3_LIBFABRIC_MODULE)
+    return detail::make_libfabric_backend_from_module(config, std::move(evloop));
+#elif defined(NETIO3_HAVE_LIBFABRIC)
     return detail::make_libfabric_backend(config, std::move(evloop));
 #else
     throw UnsupportedConfiguration("NetworkBackend::create: the LIBFABRIC (RDMA) backend is not built into this "
