@@ -19,6 +19,7 @@ fail() {
 start_listener() {
   local name=$1
   shift
+  : >"$work/$name.out" # exists before the background job's redirection creates it
   "$@" >"$work/$name.out" 2>"$work/$name.err" &
   listener_pid=$!
   port=
