@@ -152,6 +152,7 @@ private:
   void read_hello(RecvConnection& connection);
   void close_recv_connection(RecvConnection& connection, bool report);
   void close_listener(Listener& listener);
+  [[nodiscard]] static bool deadline_settled(const Deadline& deadline);
   void add_deadline(Deadline deadline);
   void on_deadline_timer();
 
