@@ -184,6 +184,8 @@ public:
   /// free room, when the endpoint is established, and at once when it is closed from any thread, by
   /// the peer, or the backend is destroyed. A send that does not wait pays nothing for this. Buffered
   /// endpoints: waits for room in the send queue, not for a free buffer of `get_buffer`.
+  /// @param address the send endpoint, as given to `open_send_endpoint`
+  /// @param message_size header data plus data of the message to send next, in bytes
   /// @param timeout how long to wait at most; zero only looks; `std::chrono::milliseconds::max()`
   ///        (or anything longer than a century) waits without a deadline
   /// @return READY, TIMED_OUT, CLOSED (also when there is no send endpoint to `address`: never
@@ -214,6 +216,9 @@ public:
   ///   backend.wait_for_completed_sends(address, done, std::chrono::seconds{1});
   /// }
   /// @endcode
+  /// @param address the send endpoint, as given to `open_send_endpoint`
+  /// @param after_count a value of `completed_sends(address)` read earlier: waits until the count is
+  ///        larger
   /// @param timeout as for `wait_for_send_space`
   /// @return READY, TIMED_OUT, CLOSED, ON_LOOP_THREAD or NOT_THREAD_SAFE, as `wait_for_send_space`
   /// @throws std::invalid_argument if `timeout` is negative
