@@ -55,7 +55,7 @@ public:
   /// the thing waited for is not there.
   /// @throws std::invalid_argument if `timeout` is negative
   template <typename Probe>
-  WaitStatus wait(std::chrono::milliseconds timeout, const char* what, Probe&& probe) {
+  WaitStatus wait(std::chrono::milliseconds timeout, const char* what, const Probe& probe) {
     if (timeout < std::chrono::milliseconds::zero()) {
       throw std::invalid_argument(std::string{what} + ": negative timeout (" + std::to_string(timeout.count()) +
                                   " ms)");

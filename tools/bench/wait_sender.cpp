@@ -7,7 +7,7 @@
 // message (user + system, both of its threads). Benchmark, not a test (docs/performance.md).
 //
 //   netio3-wait-sender [--backend asyncmsg|libfabric] [--provider tcp|sockets] [--mode copy|zerocopy]
-//                      [--size BYTES] [--messages N] [--max-unsent BYTES]
+//                      [--size BYTES] [--messages N] [--max-unsent BYTES] [--slots N]
 
 #include <netio3/EpollEventLoop.hpp>
 #include <netio3/Netio3Backend.hpp>
@@ -39,6 +39,7 @@ struct Options {
   std::size_t size{64};
   std::size_t messages{0}; // 0: about 4 GiB worth, at least 1000, at most 5 million
   std::size_t max_unsent{std::size_t{8} << 20U};
+  std::size_t slots{0}; // zero-copy ring: 0: enough for twice max_unsent (at least 64)
 };
 
 std::size_t parse_size(const std::string& text) {
@@ -79,6 +80,8 @@ Options parse(int argc, char** argv) {
       options.size = parse_size(value);
     } else if (arg == "--messages") {
       options.messages = parse_size(value);
+    } else if (arg == "--slots") {
+      options.slots = parse_size(value);
     } else if (arg == "--max-unsent") {
       options.max_unsent = parse_size(value);
     } else {
@@ -165,8 +168,10 @@ int send(const Options& options, std::uint16_t port) {
 
   // Zero-copy: a ring of slots, each reused only after its send completed (keys complete in order
   // per connection). Enough slots for twice the unsent bound, so that the bound, not the ring, limits.
-  const std::size_t slots =
-      options.zero_copy ? std::clamp<std::size_t>(2 * options.max_unsent / options.size, 64, 1U << 20U) : 1;
+  const std::size_t slots = !options.zero_copy ? 1
+                            : options.slots != 0
+                                ? options.slots
+                                : std::clamp<std::size_t>(2 * options.max_unsent / options.size, 64, 1U << 20U);
   std::vector<std::uint8_t> memory(slots * options.size, 0x5A);
   netio3::ConnectionParameters params;
   params.mr_start = memory.data();
