@@ -11,7 +11,9 @@
 ///   that message (`MESSAGE_TOO_LARGE`, `OUTSIDE_REGISTERED_REGION`, `INVALID_ARGUMENT`) or of the
 ///   connection (`FAILED`). Set-up and tear-down calls throw (`Exceptions.hpp`) instead. Only
 ///   set-up calls may wait: to resolve a host name, or (`SAFE`, from another thread) for the loop
-///   thread to apply them.
+///   thread to apply them; and the explicit waits `wait_for_send_space` and
+///   `wait_for_completed_sends` (`SAFE`, never on the loop thread), which a sender calls after
+///   `NO_RESOURCES` instead of retrying (`SendWait.hpp`).
 /// - **Callbacks** run on the event-loop thread only, one at a time, never inside the call that
 ///   caused them (`NetworkConfig.hpp`).
 /// - **Memory of a send**: `send_data_copy` copies before it returns; `send_data` (zero-copy) reads
@@ -23,6 +25,7 @@
 /// - **Threads**: `ThreadSafetyModel` (`Types.hpp`): `SAFE` calls from any thread, `UNSAFE` calls
 ///   from one thread at a time (normally the loop's).
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -35,6 +38,7 @@
 #include "netio3/Log.hpp"
 #include "netio3/NetworkBuffer.hpp"
 #include "netio3/NetworkConfig.hpp"
+#include "netio3/SendWait.hpp"
 #include "netio3/Types.hpp"
 
 namespace netio3 {
@@ -54,7 +58,10 @@ namespace netio3 {
 /// host name and, in `SAFE` mode from another thread, wait for the loop thread to apply them.
 ///
 /// Destruction closes every endpoint without invoking callbacks. It must not happen inside one of
-/// the backend's own callbacks; the loop may be running in another thread.
+/// the backend's own callbacks; the loop may be running in another thread. Threads blocked in
+/// `wait_for_send_space` or `wait_for_completed_sends` are woken first and return
+/// `WaitStatus::CLOSED`; the destructor returns only after they left the backend. (Starting a wait,
+/// or any other call, once destruction has begun is undefined, as for every object.)
 class NetworkBackend {
 public:
   /// Stores the configuration and the loop for the derived backend.
@@ -158,6 +165,66 @@ public:
   /// @throws UnknownSendEndpoint if the send endpoint does not exist
   /// @throws NoBuffersAllocated if the endpoint was opened without buffers
   virtual std::size_t get_num_available_buffers(const EndPointAddress& address) = 0;
+
+  /// netio3 addition (`SAFE` only): blocks the calling thread, without spinning, until the send endpoint
+  /// to `address` can take a message of `message_size` bytes (header data plus data), that is until a
+  /// `send_data` or `send_data_copy` of that size would not be refused with `NO_RESOURCES` for lack of
+  /// room; or until the endpoint closes, or `timeout` passes. Waits for the connection to be
+  /// established, too. Meant for the sender that just got `NO_RESOURCES`:
+  /// @code
+  /// while ((status = backend.send_data(address, data, {}, key)) == NetioStatus::NO_RESOURCES) {
+  ///   if (backend.wait_for_send_space(address, data.size(), std::chrono::seconds{1}) != WaitStatus::READY) {
+  ///     break; // closed, or no progress for a second
+  ///   }
+  /// }
+  /// @endcode
+  /// `READY` is a snapshot: another thread may take the room first (the send then returns
+  /// `NO_RESOURCES` again: wait again). A message larger than the receiver accepts is `READY` at once
+  /// (the send then returns `MESSAGE_TOO_LARGE`). Wake-ups come from the loop thread when completions
+  /// free room, when the endpoint is established, and at once when it is closed from any thread, by
+  /// the peer, or the backend is destroyed. A send that does not wait pays nothing for this. Buffered
+  /// endpoints: waits for room in the send queue, not for a free buffer of `get_buffer`.
+  /// @param address the send endpoint, as given to `open_send_endpoint`
+  /// @param message_size header data plus data of the message to send next, in bytes
+  /// @param timeout how long to wait at most; zero only looks; `std::chrono::milliseconds::max()`
+  ///        (or anything longer than a century) waits without a deadline
+  /// @return READY, TIMED_OUT, CLOSED (also when there is no send endpoint to `address`: never
+  ///         opened, or closed), ON_LOOP_THREAD (called on the loop thread: nothing waited; use
+  ///         `NetworkConfig::on_send_space_cb` there), NOT_THREAD_SAFE (an `UNSAFE` backend)
+  /// @throws std::invalid_argument if `timeout` is negative
+  /// @throws UnsupportedConfiguration if the backend does not implement waiting (this default)
+  virtual WaitStatus wait_for_send_space(const EndPointAddress& address, std::size_t message_size,
+                                         std::chrono::milliseconds timeout);
+
+  /// netio3 addition: how many keyed sends (`send_data`, `send_data_copy`) of the send endpoint to
+  /// `address` have been reported by `on_send_completed_cb` since it was opened. Increases on the loop
+  /// thread after each batch of completion callbacks; keys returned by `on_connection_closed_cb` are
+  /// not counted. Any thread (in `UNSAFE` mode: the one thread allowed to call). For
+  /// `wait_for_completed_sends`.
+  /// @throws UnknownSendEndpoint if there is no send endpoint to `address`
+  /// @throws UnsupportedConfiguration if the backend does not count completions (this default)
+  virtual std::uint64_t completed_sends(const EndPointAddress& address);
+
+  /// netio3 addition (`SAFE` only): blocks the calling thread, without spinning, until
+  /// `completed_sends(address)` exceeds `after_count` (at least one more keyed send completed, so its
+  /// zero-copy memory may be reused), the endpoint closes (its pending keys come in
+  /// `on_connection_closed_cb`), or `timeout` passes. Take `after_count` from `completed_sends`
+  /// before the send that needs the memory back, so that no completion is missed:
+  /// @code
+  /// const std::uint64_t done = backend.completed_sends(address);
+  /// if (all_buffers_in_flight()) {
+  ///   backend.wait_for_completed_sends(address, done, std::chrono::seconds{1});
+  /// }
+  /// @endcode
+  /// @param address the send endpoint, as given to `open_send_endpoint`
+  /// @param after_count a value of `completed_sends(address)` read earlier: waits until the count is
+  ///        larger
+  /// @param timeout as for `wait_for_send_space`
+  /// @return READY, TIMED_OUT, CLOSED, ON_LOOP_THREAD or NOT_THREAD_SAFE, as `wait_for_send_space`
+  /// @throws std::invalid_argument if `timeout` is negative
+  /// @throws UnsupportedConfiguration if the backend does not implement waiting (this default)
+  virtual WaitStatus wait_for_completed_sends(const EndPointAddress& address, std::uint64_t after_count,
+                                              std::chrono::milliseconds timeout);
 
   /// Builds the backend `type` with `config` on `evloop`.
   /// @throws UnsupportedConfiguration if this build does not contain the backend or it cannot do

@@ -79,6 +79,13 @@ using OnConnectionRefusedCb = std::function<void(const EndPointAddress& address)
 /// `on_connection_closed_cb` instead). Buffered sends (`send_buffer`) carry no key and do not call
 /// it: their buffer silently returns to the pool.
 using OnSendCompletedCb = std::function<void(const EndPointAddress& address, std::uint64_t key)>;
+/// netio3 addition: an endpoint that returned `NO_RESOURCES` for lack of room (send queue, credits,
+/// send slots, bounce buffers) has room again for the message that was refused. Called on the loop
+/// thread once per such refusal streak (the next refusal arms it again), so that loop-thread senders
+/// (`UNSAFE`, or `SAFE` senders inside callbacks) resume without a timer. Not called for a refusal
+/// because the endpoint is not established yet (`on_connection_established_cb` says when), nor after
+/// the endpoint closed. Threads other than the loop's wait with `NetworkBackend::wait_for_send_space`.
+using OnSendSpaceCb = std::function<void(const EndPointAddress& address)>;
 /// netio3 addition: asked on the loop thread before an incoming connection is accepted. Return
 /// false to reject it (the peer sees `on_connection_refused_cb`). Unset: accept all.
 using OnConnectionRequestCb = std::function<bool(const EndPointAddress& remote)>;
@@ -122,6 +129,9 @@ struct NetworkConfig {
   OnDataFromCb on_data_from_cb{};
   /// netio3 addition: asked before an incoming connection is accepted (see `OnConnectionRequestCb`).
   OnConnectionRequestCb on_connection_request_cb{};
+  /// netio3 addition: a send endpoint that refused a send with `NO_RESOURCES` has room again (see
+  /// `OnSendSpaceCb`). Unset: nothing is recorded on a refusal.
+  OnSendSpaceCb on_send_space_cb{};
 
   /// libfabric only: provider to use instead of the mode's default (`verbs` for RDMA, `tcp` for
   /// TCP), e.g. `"sockets"`. Empty: the `FI_PROVIDER` environment variable if set, else the default.

@@ -7,7 +7,9 @@
 /// Statuses: `NO_RESOURCES` is the only one worth retrying (later, after a completion: nothing was
 /// kept); `MESSAGE_TOO_LARGE`, `OUTSIDE_REGISTERED_REGION` and `INVALID_ARGUMENT` refuse that
 /// message for good; `FAILED` means the connection (or the buffer handed in) is unusable. A retry
-/// loop on `NO_RESOURCES` therefore never spins on a permanent error.
+/// loop on `NO_RESOURCES` therefore never spins on a permanent error. Instead of retrying at once,
+/// wait: `NetworkBackend::wait_for_send_space` (application threads, `SAFE`) or
+/// `NetworkConfig::on_send_space_cb` (the loop thread).
 
 #include <cstdint>
 #include <ostream>

@@ -23,7 +23,8 @@ std::atomic<std::uint64_t> g_next_instance_id{1};
 
 BackendAsyncmsg::BackendAsyncmsg(const NetworkConfig& config, std::shared_ptr<BaseEventLoop> evloop)
   : NetworkBackend{config, std::move(evloop)}, m_thread_safe{config.thread_safety == ThreadSafetyModel::SAFE},
-    m_use_data_from{static_cast<bool>(config.on_data_from_cb)}, m_map_mutex{m_thread_safe},
+    m_use_data_from{static_cast<bool>(config.on_data_from_cb)},
+    m_notify_space{static_cast<bool>(config.on_send_space_cb)}, m_map_mutex{m_thread_safe},
     m_instance_id{g_next_instance_id.fetch_add(1, std::memory_order_relaxed)}, m_post_mutex{m_thread_safe} {
   if (config.mode != NetworkMode::TCP) {
     throw UnsupportedConfiguration("asyncmsg (TCP) backend: network mode " + std::string{to_string(config.mode)} +
@@ -69,6 +70,8 @@ BackendAsyncmsg::~BackendAsyncmsg() {
   // handles do) returns only once the loop has finished the batch of events it was dispatching,
   // so afterwards no callback of ours is running or starts doing anything.
   m_shutting_down.store(true);
+  // Threads waiting for room or completions return CLOSED; returns once they left the backend.
+  m_send_wait.shut_down();
   m_wakeup.reset();
   m_deadline_timer.reset();
   std::vector<int> fds;
@@ -178,7 +181,9 @@ void BackendAsyncmsg::deliver_direct_completions() noexcept {
       continue;
     }
     invoke("on_send_completed", m_config.on_send_completed_cb, connection->address, entry.key);
+    connection->completed_keys.fetch_add(1, std::memory_order_seq_cst);
   }
+  m_send_wait.notify(); // waiters for completed sends (the counters are sequentially consistent)
   // Only now may sends write at once again: what the completion callbacks above sent is queued and
   // leaves in one batch.
   for (const DirectCompletion& entry : m_direct_running) {
@@ -360,6 +365,93 @@ std::size_t BackendAsyncmsg::get_num_available_buffers(const EndPointAddress& ad
                              " was opened without buffers (num_buf == 0 and no shared send pool)");
   }
   return found->second->pool->take_min_available();
+}
+
+// --- waiting for room and completions (any thread but the loop's; SAFE) --------------------------
+
+std::optional<WaitStatus> BackendAsyncmsg::wait_precheck(const EndPointAddress& address,
+                                                         std::shared_ptr<SendConnection>& connection) const {
+  if (!m_thread_safe) {
+    return WaitStatus::NOT_THREAD_SAFE;
+  }
+  if (m_evloop->in_loop_thread()) {
+    return WaitStatus::ON_LOOP_THREAD;
+  }
+  if (m_shutting_down.load(std::memory_order_relaxed)) {
+    return WaitStatus::CLOSED;
+  }
+  {
+    const std::shared_lock map_lock{m_map_mutex};
+    const auto found = m_send_endpoints.find(address);
+    if (found == m_send_endpoints.end()) {
+      return WaitStatus::CLOSED; // never opened, closed, or its connection ended
+    }
+    connection = found->second;
+  }
+  return std::nullopt;
+}
+
+WaitStatus BackendAsyncmsg::wait_for_send_space(const EndPointAddress& address, std::size_t message_size,
+                                                std::chrono::milliseconds timeout) {
+  if (timeout < std::chrono::milliseconds::zero()) {
+    throw std::invalid_argument("asyncmsg: wait_for_send_space(" + address.to_string() + "): negative timeout (" +
+                                std::to_string(timeout.count()) + " ms)");
+  }
+  std::shared_ptr<SendConnection> held;
+  if (const auto early = wait_precheck(address, held)) {
+    return *early;
+  }
+  SendConnection& connection = *held;
+  const std::size_t frame =
+      message_size > max_frame_payload ? max_frame_payload + frame_header_size : frame_header_size + message_size;
+  return m_send_wait.wait(timeout, "asyncmsg: wait_for_send_space", [&]() -> std::optional<WaitStatus> {
+    const std::lock_guard lock{connection.mutex};
+    if (m_shutting_down.load(std::memory_order_relaxed) || connection.state == ConnectionState::closed ||
+        connection.broken || connection.user_closed.load(std::memory_order_relaxed)) {
+      return WaitStatus::CLOSED;
+    }
+    if (connection.state != ConnectionState::established) {
+      return std::nullopt; // the established notice wakes us
+    }
+    if (message_size > connection.peer_limit || connection.would_accept(frame)) {
+      return WaitStatus::READY; // (too large: the send says MESSAGE_TOO_LARGE at once)
+    }
+    return std::nullopt;
+  });
+}
+
+std::uint64_t BackendAsyncmsg::completed_sends(const EndPointAddress& address) {
+  const std::shared_lock map_lock{m_map_mutex};
+  const auto found = m_send_endpoints.find(address);
+  if (found == m_send_endpoints.end()) {
+    throw UnknownSendEndpoint("asyncmsg: completed_sends: no send endpoint to " + address.to_string() +
+                              " (never opened, closed, or its connection ended)");
+  }
+  return found->second->completed_keys.load(std::memory_order_seq_cst);
+}
+
+WaitStatus BackendAsyncmsg::wait_for_completed_sends(const EndPointAddress& address, std::uint64_t after_count,
+                                                     std::chrono::milliseconds timeout) {
+  if (timeout < std::chrono::milliseconds::zero()) {
+    throw std::invalid_argument("asyncmsg: wait_for_completed_sends(" + address.to_string() + "): negative timeout (" +
+                                std::to_string(timeout.count()) + " ms)");
+  }
+  std::shared_ptr<SendConnection> held;
+  if (const auto early = wait_precheck(address, held)) {
+    return *early;
+  }
+  SendConnection& connection = *held;
+  return m_send_wait.wait(timeout, "asyncmsg: wait_for_completed_sends", [&]() -> std::optional<WaitStatus> {
+    if (connection.completed_keys.load(std::memory_order_seq_cst) > after_count) {
+      return WaitStatus::READY;
+    }
+    const std::lock_guard lock{connection.mutex};
+    if (m_shutting_down.load(std::memory_order_relaxed) || connection.state == ConnectionState::closed ||
+        connection.broken || connection.user_closed.load(std::memory_order_relaxed)) {
+      return WaitStatus::CLOSED;
+    }
+    return std::nullopt;
+  });
 }
 
 } // namespace netio3::asyncmsg

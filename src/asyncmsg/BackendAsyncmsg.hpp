@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <sys/uio.h>
@@ -30,6 +31,7 @@
 #include "asyncmsg/Connections.hpp"
 #include "asyncmsg/OptionalMutex.hpp"
 #include "core/Logging.hpp"
+#include "core/SendWait.hpp"
 #include "netio3/Netio3Backend.hpp"
 
 namespace netio3::asyncmsg {
@@ -70,6 +72,11 @@ public:
   NetworkBuffer* get_buffer(const EndPointAddress& address) override;
   NetioStatus send_buffer(const EndPointAddress& address, NetworkBuffer* buffer) override;
   std::size_t get_num_available_buffers(const EndPointAddress& address) override;
+  WaitStatus wait_for_send_space(const EndPointAddress& address, std::size_t message_size,
+                                 std::chrono::milliseconds timeout) override;
+  std::uint64_t completed_sends(const EndPointAddress& address) override;
+  WaitStatus wait_for_completed_sends(const EndPointAddress& address, std::uint64_t after_count,
+                                      std::chrono::milliseconds timeout) override;
 
 private:
   /// Why a send connection ends.
@@ -188,12 +195,27 @@ private:
   void adjust_low_water(RecvConnection& connection) noexcept;
   /// Records that a send was accepted (on the loop thread, inside one of our callbacks).
   void note_send() noexcept;
+  /// A send was refused for lack of room: remember it for on_send_space_cb (mutex held).
+  void note_refused_locked(SendConnection& connection, std::size_t frame) const noexcept {
+    if (m_notify_space) {
+      connection.space_wanted = true;
+      connection.space_wanted_bytes = frame;
+    }
+  }
+  /// The common checks of the waiting calls: UNSAFE, loop thread, or the connection to wait on
+  /// (null: CLOSED).
+  [[nodiscard]] std::optional<WaitStatus> wait_precheck(const EndPointAddress& address,
+                                                        std::shared_ptr<SendConnection>& connection) const;
   /// True on the loop thread inside one of this backend's event handlers.
   [[nodiscard]] bool in_dispatch() const noexcept;
 
   const bool m_thread_safe;
   /// on_data_from_cb is set (it replaces on_data_cb).
   const bool m_use_data_from;
+  /// on_send_space_cb is set: refusals for lack of room are remembered.
+  const bool m_notify_space;
+  /// Threads in wait_for_send_space / wait_for_completed_sends (core/SendWait.hpp).
+  mutable detail::SendWaitHub m_send_wait;
   std::atomic<bool> m_shutting_down{false};
 
   /// Guards the endpoint maps.

@@ -113,6 +113,13 @@ struct SendConnection : std::enable_shared_from_this<SendConnection> {
   /// without it between completion callbacks.
   std::atomic<bool> user_closed{false};
   const std::uint64_t max_unsent; ///< NetworkConfig::max_unsent_bytes
+  /// Keyed sends reported by on_send_completed_cb (NetworkBackend::completed_sends). Written by the
+  /// loop thread only (sequentially consistent, see core/SendWait.hpp), read by any thread.
+  std::atomic<std::uint64_t> completed_keys{0};
+  /// (M) a send was refused for lack of room while on_send_space_cb is set: the loop calls it once a
+  /// message of `space_wanted_bytes` (framing included) fits again.
+  bool space_wanted{false};
+  std::size_t space_wanted_bytes{0}; ///< (M)
 
   /// Which of `queues` senders append to (M; written by the loop thread only, so the loop reads it
   /// without the mutex).

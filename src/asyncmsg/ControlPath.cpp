@@ -315,6 +315,7 @@ void BackendAsyncmsg::read_reply(SendConnection& connection) {
     }
     connection.peer_limit = reply.max_message_size;
     connection.state = ConnectionState::established;
+    m_send_wait.notify(); // senders waiting for the connection
   }
   NETIO3_LOG_DEBUG("asyncmsg: connected to {} (largest message {} bytes)", connection.address.to_string(),
                    reply.max_message_size);
@@ -336,6 +337,7 @@ void BackendAsyncmsg::close_send_endpoint(const EndPointAddress& address) {
   {
     const std::lock_guard lock{connection->mutex};
     connection->user_closed.store(true);
+    m_send_wait.notify(); // waiting senders return CLOSED at once, not when the loop closes it
   }
   post([this, connection] { close_send_connection(*connection, CloseReason::user); });
 }
@@ -372,6 +374,7 @@ void BackendAsyncmsg::close_send_connection(SendConnection& connection, CloseRea
     connection.outgoing().drain(reclaim); // the older batch first: keys in send order
     connection.queue().drain(reclaim);
     connection.outgoing_unsent.store(0, std::memory_order_relaxed);
+    m_send_wait.notify(); // waiting senders return CLOSED
   }
   if (connection.registered) {
     unregister_fd(connection.fd.get());

@@ -203,6 +203,7 @@ NetioStatus BackendAsyncmsg::send_message(const EndPointAddress& address, std::s
   }
   const std::size_t frame = frame_header_size + payload;
   if (!connection.would_accept(frame)) {
+    note_refused_locked(connection, frame);
     return NetioStatus::NO_RESOURCES;
   }
   SendQueue& queue = connection.queue();
@@ -316,6 +317,7 @@ NetioStatus BackendAsyncmsg::send_buffer(const EndPointAddress& address, Network
   }
   const std::size_t frame = frame_header_size + payload;
   if (!connection.would_accept(frame)) {
+    note_refused_locked(connection, frame);
     return NetioStatus::NO_RESOURCES;
   }
   SendQueue& queue = connection.queue();
@@ -407,8 +409,16 @@ void BackendAsyncmsg::service(SendConnection& connection) {
     deliver_completions(connection);
     bool want_write_interest = false;
     bool again = false;
+    bool space_again = false;
     {
       const std::lock_guard lock{connection.mutex};
+      // Room may have been freed: waiting senders look again (under this lock, see SendWait.hpp).
+      m_send_wait.notify();
+      if (connection.space_wanted && connection.state == ConnectionState::established && !connection.broken &&
+          connection.would_accept(connection.space_wanted_bytes)) {
+        connection.space_wanted = false;
+        space_again = !connection.user_closed.load(std::memory_order_relaxed);
+      }
       if (connection.state != ConnectionState::established || connection.broken) {
         // Closed, or a sender's write failed meanwhile. (After close_send_endpoint the loop goes on
         // writing what was accepted until the close task runs, as senders expect of messages
@@ -443,6 +453,9 @@ void BackendAsyncmsg::service(SendConnection& connection) {
     if (broken) {
       close_send_connection(connection, CloseReason::lost);
       return;
+    }
+    if (space_again) {
+      invoke("on_send_space", m_config.on_send_space_cb, connection.address);
     }
     if (!again) {
       return;
@@ -492,6 +505,10 @@ void BackendAsyncmsg::deliver_completions(SendConnection& connection) {
       break; // closed (from a callback or another thread): the rest comes with the pending keys
     }
     invoke("on_send_completed", m_config.on_send_completed_cb, connection.address, m_completed_keys[index]);
+  }
+  if (index > 0) {
+    connection.completed_keys.fetch_add(index, std::memory_order_seq_cst);
+    m_send_wait.notify(); // waiters for completed sends
   }
   if (index < count) {
     connection.undelivered_keys.insert(connection.undelivered_keys.end(),

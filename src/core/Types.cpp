@@ -1,5 +1,7 @@
 #include "netio3/Types.hpp"
 
+#include "netio3/SendWait.hpp"
+
 namespace netio3 {
 
 std::string_view to_string(NetioStatus status) noexcept {
@@ -38,6 +40,20 @@ std::string_view to_string(ThreadSafetyModel model) noexcept {
   return "UNKNOWN_THREAD_SAFETY_MODEL";
 }
 
+std::string_view to_string(WaitStatus status) noexcept {
+  switch (status) {
+  case WaitStatus::READY: return "READY";
+  case WaitStatus::TIMED_OUT: return "TIMED_OUT";
+  case WaitStatus::CLOSED: return "CLOSED";
+  case WaitStatus::ON_LOOP_THREAD: return "ON_LOOP_THREAD";
+  case WaitStatus::NOT_THREAD_SAFE: return "NOT_THREAD_SAFE";
+  }
+  return "UNKNOWN_WAIT_STATUS";
+}
+
+std::ostream& operator<<(std::ostream& out, WaitStatus status) {
+  return out << to_string(status);
+}
 std::ostream& operator<<(std::ostream& out, NetioStatus status) {
   return out << to_string(status);
 }

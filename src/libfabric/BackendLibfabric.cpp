@@ -74,6 +74,9 @@ BackendLibfabric::BackendLibfabric(const NetworkConfig& config, std::shared_ptr<
 BackendLibfabric::~BackendLibfabric() {
   // 1. No handler does anything from now on, and no fd of ours stays in the loop. The lock is not
   //    held while waiting for the loop: a handler may be waiting for it.
+  // 0. Threads waiting for room or completions return CLOSED; returns once they left the backend
+  //    (before the lock: their probes take it).
+  m_send_wait.shut_down();
   std::vector<int> fds;
   {
     const Lock lock{m_mutex};

@@ -19,6 +19,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <sys/uio.h>
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "core/Logging.hpp"
+#include "core/SendWait.hpp"
 #include "libfabric/Objects.hpp"
 #include "libfabric/OptionalMutex.hpp"
 #include "netio3/Netio3Backend.hpp"
@@ -76,6 +78,12 @@ public:
   NetworkBuffer* get_buffer(const EndPointAddress& address) override;
   NetioStatus send_buffer(const EndPointAddress& address, NetworkBuffer* buffer) override;
   std::size_t get_num_available_buffers(const EndPointAddress& address) override;
+
+  WaitStatus wait_for_send_space(const EndPointAddress& address, std::size_t message_size,
+                                 std::chrono::milliseconds timeout) override;
+  std::uint64_t completed_sends(const EndPointAddress& address) override;
+  WaitStatus wait_for_completed_sends(const EndPointAddress& address, std::uint64_t after_count,
+                                      std::chrono::milliseconds timeout) override;
 
   /// The provider this backend opens endpoints with.
   [[nodiscard]] const std::string& provider() const noexcept { return m_provider; }
@@ -237,6 +245,17 @@ private:
   Connection& find_sender(const EndPointAddress& address);
   /// Whether a message may be posted now (OK) or why not.
   [[nodiscard]] NetioStatus check_ready(const Connection& connection, std::size_t message_size) const noexcept;
+  /// True when a send of `message_size` bytes (header data plus data) would not be refused for lack
+  /// of room now: credits, a send slot, the provider's queue and (once it exists) the bounce ring.
+  [[nodiscard]] bool has_room(const Connection& connection, std::size_t message_size) const noexcept;
+  /// `status` came from a send of `message_size` bytes: a refusal for lack of room on an
+  /// established connection is remembered for on_send_space_cb. Returns `status`.
+  NetioStatus note_refusal(Connection& connection, NetioStatus status, std::size_t message_size) const noexcept;
+  /// After completions or credits (lock held): wakes waiting senders and calls on_send_space_cb
+  /// when a refused message fits again (loop thread).
+  void room_changed(Connection& connection, Lock& lock);
+  /// Common checks of the waiting calls (UNSAFE, loop thread).
+  [[nodiscard]] std::optional<WaitStatus> wait_precheck() const;
   /// True when [data, data + size) lies in the endpoint's zero-copy region.
   [[nodiscard]] static bool in_region(const Connection& connection, const void* data, std::size_t size) noexcept;
   /// Creates the bounce ring on first use; false if that fails.
@@ -256,6 +275,8 @@ private:
   std::string m_provider;
   mutable OptionalMutex m_mutex;
   bool m_shutting_down{false};
+  /// Threads in wait_for_send_space / wait_for_completed_sends (core/SendWait.hpp).
+  detail::SendWaitHub m_send_wait;
 
   std::unordered_map<std::string, std::shared_ptr<DomainContext>> m_domains;
   std::unordered_map<EndPointAddress, std::shared_ptr<Connection>> m_senders;

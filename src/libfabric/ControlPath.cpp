@@ -375,6 +375,7 @@ void BackendLibfabric::begin_close(const std::shared_ptr<Connection>& connection
   NETIO3_LOG_DEBUG("libfabric: connection {} ends: {}", connection->address.to_string(), reason);
   connection->state = Connection::State::closing;
   connection->close_notice = notice;
+  m_send_wait.notify(); // waiting senders return CLOSED at once (the lock is held)
   if (!connection->teardown_queued) {
     connection->teardown_queued = true;
     m_teardown_queue.push_back(connection);
@@ -475,6 +476,7 @@ void BackendLibfabric::mark_established(Connection& connection) {
     process_teardowns();
     connection.established_reported = true;
     m_notices.push_back(Notice{Notice::Kind::established, connection.address, {}});
+    m_send_wait.notify(); // senders waiting for the connection
   }
   if (connection.silence_limit_ticks != 0) {
     ensure_keepalive_timer(); // peer_timeout is watched while a watched connection is established

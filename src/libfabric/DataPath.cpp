@@ -7,6 +7,7 @@
 #include <cstring>
 #include <rdma/fi_endpoint.h>
 #include <rdma/fi_errno.h>
+#include <stdexcept>
 #include <string>
 
 #include "core/Logging.hpp"
@@ -118,7 +119,12 @@ NetioStatus BackendLibfabric::post_message(Connection& connection, std::uint32_t
       // The provider's queue is full: it needs progress, which the timer guarantees.
       connection.needs_poll = true;
       ensure_progress_timer();
-      return NetioStatus::NO_RESOURCES;
+      connection.provider_full = true; // until a send completes
+      std::size_t bytes = 0;
+      for (std::size_t i = 0; i < count; ++i) {
+        bytes += iov[i].iov_len;
+      }
+      return note_refusal(connection, NetioStatus::NO_RESOURCES, bytes - std::min(bytes, wire_header_size));
     }
     const auto shared = m_connections.find(&connection);
     if (shared != m_connections.end()) {
@@ -147,7 +153,7 @@ NetioStatus BackendLibfabric::send_copied(Connection& connection, std::span<cons
   std::size_t offset = 0;
   const std::uint32_t chunk = connection.ring->allocate(align_up(message_size, 64), offset);
   if (chunk == BounceRing::no_chunk) {
-    return NetioStatus::NO_RESOURCES;
+    return note_refusal(connection, NetioStatus::NO_RESOURCES, header_data.size() + payload_size);
   }
   std::uint8_t* target = connection.ring_memory.data() + offset;
   std::uint8_t* position = target + wire_header_size;
@@ -189,7 +195,7 @@ NetioStatus BackendLibfabric::send_zero_copy(const EndPointAddress& address, std
   }
   if (const NetioStatus status = check_ready(connection, header_data.size() + payload_size);
       status != NetioStatus::OK) {
-    return status;
+    return note_refusal(connection, status, header_data.size() + payload_size);
   }
   if (pieces + 1 > connection.iov_limit) {
     // More pieces than the provider takes in one send: copied into the bounce ring instead.
@@ -213,7 +219,8 @@ NetioStatus BackendLibfabric::send_zero_copy(const EndPointAddress& address, std
         ensure_ring(connection) ? connection.ring->allocate(align_up(prefix_size, 64), offset) : BounceRing::no_chunk;
     if (chunk == BounceRing::no_chunk) {
       connection.free_send_slots.push(slot);
-      return connection.ring ? NetioStatus::NO_RESOURCES : NetioStatus::FAILED;
+      return connection.ring ? note_refusal(connection, NetioStatus::NO_RESOURCES, header_data.size() + payload_size)
+                             : NetioStatus::FAILED;
     }
     std::uint8_t* room = connection.ring_memory.data() + offset;
     std::memcpy(room + wire_header_size, header_data.data(), header_data.size());
@@ -268,7 +275,7 @@ NetioStatus BackendLibfabric::send_data_copy(const EndPointAddress& address, std
   }
   if (const NetioStatus status = check_ready(connection, header_data.size() + payload_size);
       status != NetioStatus::OK) {
-    return status;
+    return note_refusal(connection, status, header_data.size() + payload_size);
   }
   return send_copied(connection, iov, payload_size, header_data, key);
 }
@@ -296,7 +303,7 @@ NetioStatus BackendLibfabric::send_buffer(const EndPointAddress& address, Networ
     return NetioStatus::FAILED;
   }
   if (const NetioStatus status = check_ready(connection, buffer->pos()); status != NetioStatus::OK) {
-    return status;
+    return note_refusal(connection, status, buffer->pos());
   }
   const std::uint32_t slot = connection.free_send_slots.pop();
   const std::size_t index = buffer->index();
@@ -483,6 +490,7 @@ bool BackendLibfabric::drain_completions(const std::shared_ptr<Connection>& conn
       const auto* operation = static_cast<const OperationContext*>(entries[i].op_context);
       if (operation->kind == OperationContext::Kind::send) {
         release_slot(*connection, operation->index);
+        connection->provider_full = false;
       } else if (!handle_receive(connection, operation->index, entries[i].len, lock)) {
         alive = false;
         break;
@@ -493,6 +501,8 @@ bool BackendLibfabric::drain_completions(const std::shared_ptr<Connection>& conn
   deliver_completed_keys(*connection, lock);
   if (connection->role == Connection::Role::receiver && connection->state != Connection::State::closing) {
     return_credits(*connection);
+  } else if (connection->role == Connection::Role::sender && handled > 0) {
+    room_changed(*connection, lock);
   }
   return connection->state != Connection::State::closing;
 }
@@ -652,7 +662,104 @@ void BackendLibfabric::deliver_completed_keys(const Connection& connection, Lock
       call_user(lock, "on_send_completed_cb", [&] { m_config.on_send_completed_cb(connection.address, key); });
     }
   }
+  if (!m_shutting_down) {
+    connection.completed_keys.fetch_add(m_completed_keys.size(), std::memory_order_seq_cst);
+  }
   m_completed_keys.clear();
+}
+
+// --- waiting for room and completions ----------------------------------------------------------
+
+bool BackendLibfabric::has_room(const Connection& connection, std::size_t message_size) const noexcept {
+  if (check_ready(connection, message_size) != NetioStatus::OK || connection.provider_full) {
+    return false;
+  }
+  return !connection.ring || connection.ring->can_allocate(align_up(wire_header_size + message_size, 64));
+}
+
+NetioStatus BackendLibfabric::note_refusal(Connection& connection, NetioStatus status,
+                                           std::size_t message_size) const noexcept {
+  if (status == NetioStatus::NO_RESOURCES && m_config.on_send_space_cb &&
+      connection.state == Connection::State::established) {
+    connection.space_wanted = true;
+    connection.space_wanted_bytes = message_size;
+  }
+  return status;
+}
+
+void BackendLibfabric::room_changed(Connection& connection, Lock& lock) {
+  m_send_wait.notify(); // under the lock the waiters' probes take
+  if (connection.space_wanted && !m_shutting_down && has_room(connection, connection.space_wanted_bytes)) {
+    connection.space_wanted = false;
+    call_user(lock, "on_send_space_cb", [&] { m_config.on_send_space_cb(connection.address); });
+  }
+}
+
+std::optional<WaitStatus> BackendLibfabric::wait_precheck() const {
+  if (m_config.thread_safety != ThreadSafetyModel::SAFE) {
+    return WaitStatus::NOT_THREAD_SAFE;
+  }
+  if (m_evloop->in_loop_thread()) {
+    return WaitStatus::ON_LOOP_THREAD;
+  }
+  return std::nullopt;
+}
+
+WaitStatus BackendLibfabric::wait_for_send_space(const EndPointAddress& address, std::size_t message_size,
+                                                 std::chrono::milliseconds timeout) {
+  if (timeout < std::chrono::milliseconds::zero()) {
+    throw std::invalid_argument("libfabric: wait_for_send_space(" + address.to_string() + "): negative timeout (" +
+                                std::to_string(timeout.count()) + " ms)");
+  }
+  if (const auto early = wait_precheck()) {
+    return *early;
+  }
+  // Looked up again by every probe: a connect to a host name may replace the connection object.
+  return m_send_wait.wait(timeout, "libfabric: wait_for_send_space", [&]() -> std::optional<WaitStatus> {
+    const Lock lock{m_mutex};
+    const auto found = m_senders.find(address);
+    if (m_shutting_down || found == m_senders.end() || found->second->state == Connection::State::closing) {
+      return WaitStatus::CLOSED;
+    }
+    const Connection& connection = *found->second;
+    if (connection.state != Connection::State::established) {
+      return std::nullopt; // the established notice wakes us
+    }
+    if (message_size > connection.peer_max_message || has_room(connection, message_size)) {
+      return WaitStatus::READY; // (too large: the send says MESSAGE_TOO_LARGE at once)
+    }
+    return std::nullopt;
+  });
+}
+
+std::uint64_t BackendLibfabric::completed_sends(const EndPointAddress& address) {
+  const Lock lock{m_mutex};
+  return find_sender(address).completed_keys.load(std::memory_order_seq_cst);
+}
+
+WaitStatus BackendLibfabric::wait_for_completed_sends(const EndPointAddress& address, std::uint64_t after_count,
+                                                      std::chrono::milliseconds timeout) {
+  if (timeout < std::chrono::milliseconds::zero()) {
+    throw std::invalid_argument("libfabric: wait_for_completed_sends(" + address.to_string() + "): negative timeout (" +
+                                std::to_string(timeout.count()) + " ms)");
+  }
+  if (const auto early = wait_precheck()) {
+    return *early;
+  }
+  return m_send_wait.wait(timeout, "libfabric: wait_for_completed_sends", [&]() -> std::optional<WaitStatus> {
+    const Lock lock{m_mutex};
+    const auto found = m_senders.find(address);
+    if (m_shutting_down || found == m_senders.end()) {
+      return WaitStatus::CLOSED;
+    }
+    if (found->second->completed_keys.load(std::memory_order_seq_cst) > after_count) {
+      return WaitStatus::READY;
+    }
+    if (found->second->state == Connection::State::closing) {
+      return WaitStatus::CLOSED;
+    }
+    return std::nullopt;
+  });
 }
 
 } // namespace netio3::libfabric

@@ -93,6 +93,20 @@ std::uint32_t BounceRing::allocate(std::size_t size, std::size_t& offset) noexce
   return static_cast<std::uint32_t>(slot);
 }
 
+bool BounceRing::can_allocate(std::size_t size) const noexcept {
+  if (size == 0 || size > m_capacity || m_count == m_chunks.size()) {
+    return false;
+  }
+  if (m_count == 0) {
+    return true;
+  }
+  const std::size_t tail = m_chunks[m_first].start; // as in allocate
+  if (tail < m_head) {
+    return m_capacity - m_head >= size || tail >= size;
+  }
+  return tail - m_head >= size;
+}
+
 void BounceRing::release(std::uint32_t chunk) noexcept {
   m_chunks[chunk].released = true;
   while (m_count > 0 && m_chunks[m_first].released) {

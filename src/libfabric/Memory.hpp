@@ -82,6 +82,8 @@ public:
   /// Reserves `size` contiguous bytes; returns the chunk's id and sets `offset` into the region, or
   /// `no_chunk` when there is no room right now.
   [[nodiscard]] std::uint32_t allocate(std::size_t size, std::size_t& offset) noexcept;
+  /// True when `allocate(size, ...)` would succeed now (changes nothing).
+  [[nodiscard]] bool can_allocate(std::size_t size) const noexcept;
   /// Gives a chunk back (ids from `allocate`, each once).
   void release(std::uint32_t chunk) noexcept;
 

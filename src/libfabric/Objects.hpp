@@ -5,6 +5,7 @@
 // registered memory and credit state). They are plain data; BackendLibfabric's control path
 // (ControlPath.cpp) creates and destroys them, its data path (DataPath.cpp) moves messages.
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -248,6 +249,17 @@ struct Connection : std::enable_shared_from_this<Connection> {
   std::uint32_t messages_received_total{0}; // cumulative (wrapping)
   std::uint32_t credits_available_total{0}; // initial window + buffers reposted (wrapping)
   std::uint32_t credits_sent_total{0};      // what the last credit message told the sender
+
+  // --- sender: waiting for room (NetworkBackend::wait_for_send_space, on_send_space_cb) ---------
+  /// Keyed sends reported by on_send_completed_cb (NetworkBackend::completed_sends): written under
+  /// the backend's lock by the loop thread (sequentially consistent, see core/SendWait.hpp).
+  mutable std::atomic<std::uint64_t> completed_keys{0};
+  /// The provider refused a send (-FI_EAGAIN): no room until a send completion comes.
+  bool provider_full{false};
+  /// A send was refused for lack of room while on_send_space_cb is set: the loop calls it once a
+  /// message of `space_wanted_bytes` fits again.
+  bool space_wanted{false};
+  std::size_t space_wanted_bytes{0};
 
   [[nodiscard]] std::uint32_t credits() const noexcept { return credits_granted_total - messages_sent_total; }
 };

@@ -109,9 +109,10 @@ std::vector<ReplyHost> reply_listen_hosts(const ServerHostFamilies& families) {
   return hosts;
 }
 
-/// Waits for the sender's own progress with a growing pause: spin briefly, then yield, then sleep,
-/// so that a SAFE-mode sender does not starve the loop thread on a small machine.
-class Backoff {
+/// Buffered mode only: waits for a buffer of the pool with a growing pause (spin briefly, then
+/// yield, then sleep). There is no wait for a free buffer in the API (wait_for_send_space waits for
+/// room in the send queue); every other mode blocks in wait_for_send_space instead.
+class BufferBackoff {
 public:
   void wait() {
     ++m_rounds;
@@ -543,20 +544,29 @@ void Client::run_throughput() {
     wait_for("the sender to finish", wait_limit, [this] { return m_sending_finished; });
     return;
   }
-  // SAFE: this application thread sends while the loop thread runs the I/O.
-  Backoff backoff;
+  // SAFE: this application thread sends while the loop thread runs the I/O. When nothing moved,
+  // it blocks in the backend until the connection that refused last has room (with several
+  // connections only briefly: another one may have room first).
+  BufferBackoff backoff;
   const auto give_up = Clock::now() + wait_limit;
+  const std::chrono::milliseconds wait_step{m_connections.size() > 1 ? 1 : 100};
   while (m_done_connections < m_connections.size()) {
     if (m_failed.load(std::memory_order_relaxed)) {
       wait_for("the sender to finish", std::chrono::milliseconds{0}, [] { return true; });
     }
+    m_refused = nullptr;
     if (pump()) {
       backoff.reset();
     } else {
       if (Clock::now() > give_up) {
         throw std::runtime_error("the sender made no progress before the time limit");
       }
-      backoff.wait();
+      if (m_options.mode == SendMode::Buffered || m_refused == nullptr) {
+        backoff.wait();
+      } else {
+        // CLOSED: the next pump reports the failed send.
+        static_cast<void>(m_backend->wait_for_send_space(m_refused->address, m_refused_size, wait_step));
+      }
     }
   }
 }
@@ -705,6 +715,7 @@ bool Client::pump() {
         if (status != NetioStatus::OK) [[unlikely]] {
           if (status == NetioStatus::NO_RESOURCES) {
             ++m_no_resources;
+            note_refused(connection, m_size);
             break;
           }
           fail(fmt::format("sending a {}-byte message on connection {} to {} failed: {}", m_size, connection.index,
@@ -735,6 +746,8 @@ bool Client::pump() {
       if (status == NetioStatus::OK) {
         connection.phase = Phase::Ending;
         progress = true;
+      } else if (status == NetioStatus::NO_RESOURCES) {
+        note_refused(connection, m_buffer_limit);
       } else if (status != NetioStatus::NO_RESOURCES) {
         fail(fmt::format("sending the last buffer on connection {} failed: {}", connection.index, to_string(status)));
         return false;
@@ -749,6 +762,8 @@ bool Client::pump() {
         connection.phase = Phase::Done;
         ++m_done_connections;
         progress = true;
+      } else if (status == NetioStatus::NO_RESOURCES) {
+        note_refused(connection, kEndMessageSize);
       } else if (status != NetioStatus::NO_RESOURCES) {
         fail(fmt::format("sending the end message on connection {} failed: {}", connection.index, to_string(status)));
         return false;
@@ -809,13 +824,18 @@ void Client::run_latency() {
     if (!more) {
       break;
     }
-    Backoff backoff;
+    BufferBackoff backoff;
     m_ping_sent_at = Clock::now();
     while (!send_next_ping()) {
       if (m_failed.load()) {
         break;
       }
-      backoff.wait();
+      if (m_options.mode == SendMode::Buffered) {
+        backoff.wait();
+      } else {
+        static_cast<void>(
+            m_backend->wait_for_send_space(m_connections.front().address, m_size, std::chrono::milliseconds{100}));
+      }
     }
     std::uint64_t pongs = m_pongs.load(std::memory_order_acquire);
     while (pongs <= expected) {

@@ -158,6 +158,14 @@ private:
   std::uint64_t m_allocations_at_end{0};
   std::atomic<std::uint64_t> m_sent{0};
   std::uint64_t m_no_resources{0};
+  /// SAFE throughput: the connection that refused a send in the last pump (null: none), and the
+  /// size of what it refused, for wait_for_send_space.
+  Connection* m_refused{nullptr};
+  std::size_t m_refused_size{0};
+  void note_refused(Connection& connection, std::size_t size) noexcept {
+    m_refused = &connection;
+    m_refused_size = size;
+  }
   std::atomic<std::uint64_t> m_completions{0};
   bool m_waiting_for_completion{false};
 
