@@ -3,7 +3,7 @@
 # definitely or indirectly lost block (still-reachable memory of libraries is not an error).
 #
 #   run-under-valgrind.sh bench NETIO3_BENCH asyncmsg|libfabric
-#       the README's demonstration: netio3-bench run (client and its server child), 20,000 messages
+#       a netio3-bench latency run: netio3-bench run (client and its server child), 20,000 messages
 #   run-under-valgrind.sh examples EXAMPLE_SEND EXAMPLE_RECV RUN_EXAMPLES_SH
 #       the ibmsg examples as two processes (tests/ibmsg/run_examples.sh with valgrind wrappers)
 set -u
