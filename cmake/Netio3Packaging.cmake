@@ -51,8 +51,10 @@ NetworkBackend API and the frontend) and libibmsg (the C API of
 the original ibmsg library).")
 
 set(dev_depends "libnetio3 (= ${exact_version})")
-if(TARGET netio3_libfabric_deps)
-  string(APPEND dev_depends ", libfabric-dev") # netio3.pc and ibmsg.pc: Requires.private libfabric
+# Static builds link libfabric into libnetio3.a (netio3.pc and ibmsg.pc: Requires.private
+# libfabric); shared builds load it through the module, and nothing built against them links it.
+if(TARGET netio3_libfabric_deps AND NOT TARGET netio3-libfabric)
+  string(APPEND dev_depends ", libfabric-dev")
 endif()
 if(TARGET ibmsg)
   string(APPEND dev_depends ", libibverbs-dev, librdmacm-dev") # ibmsg.pc, libibmsg.a; ibmsg.h includes rdma_cma.h
