@@ -14,6 +14,7 @@
 // on that connection for the peer's next message instead of going back to epoll_wait.
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <netinet/in.h>
@@ -101,10 +102,22 @@ ssize_t send_bytes(int fd, const std::uint8_t* data, std::size_t size) noexcept 
   return sent;
 }
 
-ssize_t receive_some(int fd, std::span<std::uint8_t> area) noexcept {
+/// Receives into the first `count` of `areas` (FrameDecoder::receive_areas): one recvfrom for one
+/// area, one recvmsg scattering over two.
+ssize_t receive_some(int fd, const std::array<std::span<std::uint8_t>, 2>& areas, std::size_t count) noexcept {
   ssize_t received = -1;
+  if (count == 1) {
+    do {
+      received = ::syscall(SYS_recvfrom, fd, areas[0].data(), areas[0].size(), MSG_DONTWAIT, nullptr, nullptr);
+    } while (received < 0 && errno == EINTR);
+    return received;
+  }
+  std::array<iovec, 2> iov{iovec{areas[0].data(), areas[0].size()}, iovec{areas[1].data(), areas[1].size()}};
+  msghdr message{};
+  message.msg_iov = iov.data();
+  message.msg_iovlen = iov.size();
   do {
-    received = ::syscall(SYS_recvfrom, fd, area.data(), area.size(), MSG_DONTWAIT, nullptr, nullptr);
+    received = ::syscall(SYS_recvmsg, fd, &message, MSG_DONTWAIT);
   } while (received < 0 && errno == EINTR);
   return received;
 }
@@ -573,8 +586,9 @@ BackendAsyncmsg::ReceiveOutcome BackendAsyncmsg::receive(RecvConnection& connect
   }
   --connection.reads_until_ack_mode;
   for (int round = 0; round < max_reads_per_event; ++round) {
-    const std::span<std::uint8_t> area = decoder.receive_area();
-    if (area.empty()) {
+    std::array<std::span<std::uint8_t>, 2> areas;
+    const std::size_t area_count = decoder.receive_areas(areas);
+    if (area_count == 0) {
       NETIO3_LOG_ERROR("asyncmsg: listener {}: no memory to receive a large message from {}; closing",
                        connection.listener->address.to_string(), connection.peer.to_string());
       close_recv_connection(connection, true);
@@ -588,19 +602,19 @@ BackendAsyncmsg::ReceiveOutcome BackendAsyncmsg::receive(RecvConnection& connect
       // on a small machine, as waking another processor costs more), the peer runs at once and
       // the first attempt finds its answer; otherwise the yield returns at once.
       ::sched_yield();
-      received = receive_some(fd, area);
+      received = receive_some(fd, areas, area_count);
       if (received < 0 && would_block(errno)) {
         const auto give_up = std::chrono::steady_clock::now() + spin_budget; // only read when needed
         do {
           ::sched_yield();
-          received = receive_some(fd, area);
+          received = receive_some(fd, areas, area_count);
         } while (received < 0 && would_block(errno) && std::chrono::steady_clock::now() < give_up);
         if (received < 0 && would_block(errno)) {
           return ReceiveOutcome::idle;
         }
       }
     } else {
-      received = receive_some(fd, area);
+      received = receive_some(fd, areas, area_count);
     }
     if (received == 0) {
       NETIO3_LOG_DEBUG("asyncmsg: {} closed its connection", connection.peer.to_string());
@@ -641,7 +655,8 @@ BackendAsyncmsg::ReceiveOutcome BackendAsyncmsg::receive(RecvConnection& connect
       return ReceiveOutcome::closed;
     }
     adjust_low_water(connection); // a setsockopt only when a large message starts or ends
-    if (static_cast<std::size_t>(received) < area.size()) {
+    const std::size_t room = areas[0].size() + (area_count == 2 ? areas[1].size() : 0);
+    if (static_cast<std::size_t>(received) < room) {
       // Drained: a read that did not fill the area took everything (a further recv would only
       // return EAGAIN).
       return ReceiveOutcome::drained;

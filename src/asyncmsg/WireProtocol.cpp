@@ -150,6 +150,19 @@ std::span<std::uint8_t> FrameDecoder::receive_area() noexcept {
   return {m_read.get() + m_end, m_read_size - m_end};
 }
 
+std::size_t FrameDecoder::receive_areas(std::array<std::span<std::uint8_t>, 2>& areas) noexcept {
+  const std::span<std::uint8_t> first = receive_area();
+  if (first.empty()) {
+    return 0;
+  }
+  areas[0] = first;
+  if (m_in_large && m_large_filled + first.size() == m_large_size) {
+    areas[1] = {m_read.get(), m_read_size}; // empty in large mode (m_begin == m_end == 0)
+    return 2;
+  }
+  return 1;
+}
+
 void FrameDecoder::grow_large(std::size_t wanted) {
   if (wanted <= m_large_capacity) {
     return;

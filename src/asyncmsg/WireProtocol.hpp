@@ -178,7 +178,15 @@ public:
   /// Where the next received bytes go (never empty unless the decoder failed).
   [[nodiscard]] std::span<std::uint8_t> receive_area() noexcept;
 
-  /// Takes `count` bytes just written at the start of `receive_area()` and calls
+  /// The same as up to two areas to fill in order, for one scatter read (`recvmsg`): while the
+  /// rest of a large message fits its buffer, that rest and then the whole read buffer, so that the
+  /// message's last bytes and the messages after it come in one read instead of two (a 64 KiB
+  /// message's last few bytes cost a `recv` and often a wake-up of their own). Returns how many
+  /// areas it set: 0 (the decoder failed, or no memory for a large message), 1 or 2.
+  [[nodiscard]] std::size_t receive_areas(std::array<std::span<std::uint8_t>, 2>& areas) noexcept;
+
+  /// Takes `count` bytes just written at the start of `receive_area()` (or into the areas of
+  /// `receive_areas()`, in order) and calls
   /// `on_message(std::span<const std::uint8_t>)` for each message completed by them, in order; the
   /// span is valid during the call only. `on_message` returns false to stop at once (e.g. the
   /// connection was closed from the callback); the decoder must not be used afterwards.
@@ -230,7 +238,8 @@ FrameError FrameDecoder::on_received(std::size_t count, OnMessage&& on_message) 
     return m_error;
   }
   if (m_in_large) {
-    m_large_filled += count;
+    const std::size_t into_large = std::min(count, m_large_size - m_large_filled);
+    m_large_filled += into_large;
     if (m_large_filled < m_large_size) {
       return FrameError::none;
     }
@@ -240,7 +249,10 @@ FrameError FrameDecoder::on_received(std::size_t count, OnMessage&& on_message) 
     if (!on_message(std::span<const std::uint8_t>{m_large.get(), m_large_size})) {
       return FrameError::none;
     }
-    return FrameError::none;
+    count -= into_large; // the rest went to the start of the read buffer (receive_areas' second area)
+    if (count == 0) {
+      return FrameError::none;
+    }
   }
   m_end += count;
   const std::uint8_t* const base = m_read.get();

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <random>
 #include <span>
@@ -228,6 +229,49 @@ TEST(FrameDecoder, LargeMessageGrowsWithReceivedBytesOnly) {
   ASSERT_EQ(decoder.on_received(small.size(), collect), FrameError::none);
   ASSERT_EQ(received.size(), 2U);
   EXPECT_EQ(received[1], pattern(10, 1));
+}
+
+// A large message's last bytes and the messages after it fit one scatter read (receive_areas):
+// the decoder hands out the rest of the message and then its read buffer, and on_received takes a
+// count that covers both. Each piece size is tried, so every split of the tail is covered.
+TEST(FrameDecoder, LargeMessageTailAndNextMessagesArriveInOneScatterRead) {
+  const std::size_t read_buffer = 1024;
+  const auto large = pattern(3000, 4);
+  const std::vector<std::vector<std::uint8_t>> messages{large, pattern(10, 5), pattern(700, 6), large, pattern(1, 7)};
+  const auto stream = encode_frames(messages);
+  for (const std::size_t piece : {1U, 7U, 100U, 1000U, 2000U, 5000U}) {
+    FrameDecoder decoder{4096, read_buffer};
+    std::vector<std::vector<std::uint8_t>> received;
+    std::size_t offset = 0;
+    std::size_t scatter_reads = 0;
+    while (offset < stream.size()) {
+      std::array<std::span<std::uint8_t>, 2> areas;
+      const std::size_t count = decoder.receive_areas(areas);
+      ASSERT_GE(count, 1U);
+      std::size_t taken = 0;
+      for (std::size_t index = 0; index < count; ++index) {
+        const std::size_t part = std::min({areas[index].size(), stream.size() - offset, piece - taken});
+        std::copy_n(stream.data() + offset, part, areas[index].data());
+        offset += part;
+        taken += part;
+        if (part < areas[index].size()) {
+          break; // a read fills its areas in order
+        }
+      }
+      scatter_reads += count == 2 && taken > areas[0].size() ? 1 : 0;
+      ASSERT_EQ(decoder.on_received(taken,
+                                    [&](std::span<const std::uint8_t> message) {
+                                      received.emplace_back(message.begin(), message.end());
+                                      return true;
+                                    }),
+                FrameError::none);
+    }
+    EXPECT_EQ(received, messages) << "pieces of " << piece;
+    EXPECT_EQ(decoder.partial_bytes(), 0U);
+    if (piece >= 2000) {
+      EXPECT_GE(scatter_reads, 1U) << "pieces of " << piece << ": no read went past a large message's end";
+    }
+  }
 }
 
 TEST(FrameDecoder, OversizedClaimFailsBeforeAnyAllocation) {

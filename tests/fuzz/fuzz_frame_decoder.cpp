@@ -7,6 +7,7 @@
 // same error; memory must never exceed the limit.
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -75,13 +76,24 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   FrameError error = FrameError::none;
   std::size_t offset = 0;
   while (offset < stream.size() && error == FrameError::none) {
-    const std::span<std::uint8_t> area = decoder.receive_area();
-    check(!area.empty());
+    // Reads as the backend makes them: one area, or two (the end of a large message, then the
+    // read buffer) filled in order by one scatter read.
+    std::array<std::span<std::uint8_t>, 2> areas;
+    const std::size_t area_count = decoder.receive_areas(areas);
+    check(area_count >= 1);
+    check(areas[0].data() == decoder.receive_area().data() && areas[0].size() == decoder.receive_area().size());
     cut_state = cut_state * 1103515245U + 12345U;
     const std::size_t piece = 1 + (cut_state >> 16U) % 300;
-    const std::size_t count = std::min({area.size(), stream.size() - offset, piece});
-    std::copy_n(stream.data() + offset, count, area.data());
-    offset += count;
+    std::size_t count = 0;
+    for (std::size_t index = 0; index < area_count && count < piece && offset < stream.size(); ++index) {
+      const std::size_t part = std::min({areas[index].size(), stream.size() - offset, piece - count});
+      std::copy_n(stream.data() + offset, part, areas[index].data());
+      offset += part;
+      count += part;
+      if (part < areas[index].size()) {
+        break;
+      }
+    }
     error = decoder.on_received(count, [&](std::span<const std::uint8_t> message) {
       check(message.size() <= limit);
       delivered.emplace_back(message.begin(), message.end());
