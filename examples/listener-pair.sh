@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by run-examples.sh and run-hello.sh: what both do around a pair of example programs, one
 # listening on 127.0.0.1 (it prints "listening on 127.0.0.1:PORT") and one connecting to it.
 #   start_listener NAME PROGRAM ARGS...   starts it; sets $port, or fails
@@ -23,7 +24,7 @@ start_listener() {
   "$@" >"$work/$name.out" 2>"$work/$name.err" &
   listener_pid=$!
   port=
-  for attempt in $(seq 1 600); do # a deadline of 30 s, not a timing assumption
+  for _ in $(seq 1 600); do # a deadline of 30 s, not a timing assumption
     port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$work/$name.out")
     [[ -n "$port" ]] && break
     kill -0 "$listener_pid" 2>/dev/null || fail "the $name exited before listening"
@@ -34,7 +35,7 @@ start_listener() {
 
 wait_listener() {
   local name=$1 status
-  for attempt in $(seq 1 1200); do
+  for _ in $(seq 1 1200); do
     kill -0 "$listener_pid" 2>/dev/null || break
     sleep 0.05
   done

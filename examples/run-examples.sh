@@ -8,7 +8,7 @@
 set -u
 publisher=$1
 subscriber=$2
-# shellcheck source=listener-pair.sh
+# shellcheck source-path=SCRIPTDIR source=listener-pair.sh
 source "$(dirname "${BASH_SOURCE[0]}")/listener-pair.sh"
 
 start_listener publisher "$publisher" 127.0.0.1 0

@@ -8,7 +8,7 @@
 set -u
 receiver=$1
 sender=$2
-# shellcheck source=listener-pair.sh
+# shellcheck source-path=SCRIPTDIR source=listener-pair.sh
 source "$(dirname "${BASH_SOURCE[0]}")/listener-pair.sh"
 
 start_listener receiver "$receiver" 127.0.0.1 0

@@ -9,7 +9,7 @@ set -uo pipefail # not -e: the helpers below report a failed step themselves
 demo=$1
 seconds=${2:-1}
 # start_listener, wait_listener, fail; outputs in $work (the examples' runner uses them too).
-# shellcheck source=../../examples/listener-pair.sh
+# shellcheck source-path=SCRIPTDIR source=../../examples/listener-pair.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../../examples/listener-pair.sh"
 
 start_listener receiver "$demo" receive 127.0.0.1
