@@ -2,7 +2,10 @@
 // a process that uses only the TCP backend never maps libfabric; the first LIBFABRIC backend maps
 // the module and libfabric; a missing or foreign module is refused with an error that names it.
 // This executable links neither libfabric nor the module, so /proc/self/maps shows what the
-// factory loaded. Each test case runs in a process of its own (gtest_discover_tests).
+// factory loaded. Each case needs a process in which nothing has loaded the module yet: ctest runs
+// every case in a process of its own, but a run of the whole binary (by hand, or the Soft-RoCE
+// machine's stage) does not, so each case runs its checks in a re-executed child process (a death
+// test in the "threadsafe" style) that exits 0 when they all passed.
 
 #include <gtest/gtest.h>
 
@@ -45,13 +48,23 @@ std::string libfabric_create_error(const std::shared_ptr<EpollEventLoop>& loop) 
 }
 
 void set_module_dir(const char* folder) {
-  // One process per test case and no other thread yet: setenv is safe here.
+  // In the case's own child process, before any other thread: setenv is safe here.
   ASSERT_EQ(::setenv("NETIO3_MODULE_DIR", folder, 1), 0); // NOLINT(concurrency-mt-unsafe)
 }
 
-} // namespace
+/// Runs `checks` in a fresh child process (this binary again, filtered to the current case) and
+/// expects it to exit 0; the child's failures are printed with the parent's.
+void in_fresh_process(void (*checks)()) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        checks();
+        std::exit(::testing::Test::HasFailure() ? 1 : 0); // NOLINT(concurrency-mt-unsafe): the child's end
+      },
+      ::testing::ExitedWithCode(0), "");
+}
 
-TEST(Module, TcpOnlyProcessNeverMapsLibfabric) {
+void tcp_only_process_never_maps_libfabric() {
   auto loop = std::make_shared<EpollEventLoop>();
   auto backend = NetworkBackend::create(NetworkType::ASYNCMSG, NetworkConfig{}, loop);
   ASSERT_NE(backend, nullptr);
@@ -60,7 +73,7 @@ TEST(Module, TcpOnlyProcessNeverMapsLibfabric) {
   EXPECT_FALSE(mapped("/libnetio3-libfabric.so"));
 }
 
-TEST(Module, FirstLibfabricBackendLoadsTheModuleAndLibfabric) {
+void first_libfabric_backend_loads_the_module_and_libfabric() {
   auto loop = std::make_shared<EpollEventLoop>();
   ASSERT_FALSE(mapped("/libfabric.so"));
   auto first = NetworkBackend::create(NetworkType::LIBFABRIC, NetworkConfig{}, loop);
@@ -72,7 +85,7 @@ TEST(Module, FirstLibfabricBackendLoadsTheModuleAndLibfabric) {
   EXPECT_NE(second, nullptr);
 }
 
-TEST(Module, MissingModuleIsNamedWithItsPackage) {
+void missing_module_is_named_with_its_package() {
   set_module_dir("/nonexistent-netio3-module-dir");
   auto loop = std::make_shared<EpollEventLoop>();
   const std::string error = libfabric_create_error(loop);
@@ -85,7 +98,7 @@ TEST(Module, MissingModuleIsNamedWithItsPackage) {
   EXPECT_NE(NetworkBackend::create(NetworkType::LIBFABRIC, NetworkConfig{}, loop), nullptr);
 }
 
-TEST(Module, ModuleOfAnotherBuildIsRefused) {
+void module_of_another_build_is_refused() {
   set_module_dir(NETIO3_FAKE_MODULE_DIR); // a module whose entry point reports ABI 999
   auto loop = std::make_shared<EpollEventLoop>();
   const std::string error = libfabric_create_error(loop);
@@ -93,9 +106,27 @@ TEST(Module, ModuleOfAnotherBuildIsRefused) {
   EXPECT_NE(error.find("ABI 999"), std::string::npos) << error;
 }
 
-TEST(Module, LibraryWithoutTheEntryPointIsRefused) {
+void library_without_the_entry_point_is_refused() {
   set_module_dir(NETIO3_FAKE_MODULE_DIR "/no-entry");
   auto loop = std::make_shared<EpollEventLoop>();
   const std::string error = libfabric_create_error(loop);
   EXPECT_NE(error.find("is not a netio3 libfabric module"), std::string::npos) << error;
+}
+
+} // namespace
+
+TEST(Module, TcpOnlyProcessNeverMapsLibfabric) {
+  in_fresh_process(tcp_only_process_never_maps_libfabric);
+}
+TEST(Module, FirstLibfabricBackendLoadsTheModuleAndLibfabric) {
+  in_fresh_process(first_libfabric_backend_loads_the_module_and_libfabric);
+}
+TEST(Module, MissingModuleIsNamedWithItsPackage) {
+  in_fresh_process(missing_module_is_named_with_its_package);
+}
+TEST(Module, ModuleOfAnotherBuildIsRefused) {
+  in_fresh_process(module_of_another_build_is_refused);
+}
+TEST(Module, LibraryWithoutTheEntryPointIsRefused) {
+  in_fresh_process(library_without_the_entry_point_is_refused);
 }
