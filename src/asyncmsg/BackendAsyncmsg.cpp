@@ -393,10 +393,7 @@ std::optional<WaitStatus> BackendAsyncmsg::wait_precheck(const EndPointAddress& 
 
 WaitStatus BackendAsyncmsg::wait_for_send_space(const EndPointAddress& address, std::size_t message_size,
                                                 std::chrono::milliseconds timeout) {
-  if (timeout < std::chrono::milliseconds::zero()) {
-    throw std::invalid_argument("asyncmsg: wait_for_send_space(" + address.to_string() + "): negative timeout (" +
-                                std::to_string(timeout.count()) + " ms)");
-  }
+  detail::SendWaitHub::check_timeout("asyncmsg: wait_for_send_space", timeout);
   std::shared_ptr<SendConnection> held;
   if (const auto early = wait_precheck(address, held)) {
     return *early;
@@ -432,10 +429,7 @@ std::uint64_t BackendAsyncmsg::completed_sends(const EndPointAddress& address) {
 
 WaitStatus BackendAsyncmsg::wait_for_completed_sends(const EndPointAddress& address, std::uint64_t after_count,
                                                      std::chrono::milliseconds timeout) {
-  if (timeout < std::chrono::milliseconds::zero()) {
-    throw std::invalid_argument("asyncmsg: wait_for_completed_sends(" + address.to_string() + "): negative timeout (" +
-                                std::to_string(timeout.count()) + " ms)");
-  }
+  detail::SendWaitHub::check_timeout("asyncmsg: wait_for_completed_sends", timeout);
   std::shared_ptr<SendConnection> held;
   if (const auto early = wait_precheck(address, held)) {
     return *early;

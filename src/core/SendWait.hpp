@@ -50,16 +50,23 @@ public:
     m_left.wait(lock, [&] { return m_inside == 0; });
   }
 
+  /// Validates a wait's `timeout` before anything else is looked at (the backends call it first,
+  /// so that a wrong argument is reported even where the wait would end at once).
+  /// @throws std::invalid_argument naming `what` if `timeout` is negative
+  static void check_timeout(const char* what, std::chrono::milliseconds timeout) {
+    if (timeout < std::chrono::milliseconds::zero()) {
+      throw std::invalid_argument(std::string{what} + ": negative timeout (" + std::to_string(timeout.count()) +
+                                  " ms)");
+    }
+  }
+
   /// Waits until `probe()` (called without the hub's lock, so that it may take the backend's)
   /// returns a status, `timeout` passes or the hub shuts down. `probe` returns std::nullopt while
   /// the thing waited for is not there.
   /// @throws std::invalid_argument if `timeout` is negative
   template <typename Probe>
   WaitStatus wait(std::chrono::milliseconds timeout, const char* what, const Probe& probe) {
-    if (timeout < std::chrono::milliseconds::zero()) {
-      throw std::invalid_argument(std::string{what} + ": negative timeout (" + std::to_string(timeout.count()) +
-                                  " ms)");
-    }
+    check_timeout(what, timeout);
     using Clock = std::chrono::steady_clock;
     // Longer than any process runs: treated as "no deadline" (and no overflow of the time point).
     constexpr auto forever = std::chrono::hours{24 * 365 * 100};
