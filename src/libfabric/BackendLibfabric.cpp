@@ -81,13 +81,13 @@ BackendLibfabric::~BackendLibfabric() {
   {
     const Lock lock{m_mutex};
     m_shutting_down = true;
-    for (auto& [pointer, connection] : m_connections) {
-      if (connection->cq_fd_registered) {
-        fds.push_back(connection->cq_fd);
-        connection->cq_fd_registered = false;
-      }
-    }
     for (auto& [key, domain] : m_domains) {
+      for (const auto& queue : domain->queues) {
+        if (queue->fd_registered) {
+          fds.push_back(queue->fd);
+          queue->fd_registered = false;
+        }
+      }
       if (domain->eq_fd_registered) {
         fds.push_back(domain->eq_fd);
         domain->eq_fd_registered = false;
@@ -112,7 +112,7 @@ BackendLibfabric::~BackendLibfabric() {
     discard_pending_events(*domain);
   }
   for (auto& [pointer, connection] : m_connections) {
-    teardown_connection(*connection, false, nullptr);
+    teardown_connection(*connection, nullptr);
   }
   m_connections.clear();
   m_senders.clear();
@@ -158,10 +158,10 @@ void BackendLibfabric::ensure_progress_timer() {
   }
 }
 
-void BackendLibfabric::progress_connection_later(const std::shared_ptr<Connection>& connection) {
-  if (!connection->ready_again) {
-    connection->ready_again = true;
-    m_ready_again.push_back(connection);
+void BackendLibfabric::progress_queue_later(const std::shared_ptr<CompletionQueue>& queue) {
+  if (!queue->ready_again) {
+    queue->ready_again = true;
+    m_ready_again.push_back(queue);
   }
   wake_loop();
 }
@@ -172,7 +172,7 @@ void BackendLibfabric::process_teardowns() {
     queue.swap(m_teardown_queue);
     for (auto& connection : queue) {
       std::vector<std::uint64_t> pending_keys;
-      teardown_connection(*connection, true, &pending_keys);
+      teardown_connection(*connection, &pending_keys);
       if (connection->role == Connection::Role::sender) {
         const auto found = m_senders.find(connection->address);
         if (found != m_senders.end() && found->second == connection) {
@@ -209,6 +209,9 @@ void BackendLibfabric::run_deferred(Lock& lock) {
       continue;
     }
     for (auto it = m_domains.begin(); it != m_domains.end();) {
+      if (!it->second->queues.empty()) {
+        close_unused_queues(*it->second, true, false);
+      }
       if (it->second->users == 0) {
         destroy_domain(*it->second, true);
         it = m_domains.erase(it);
@@ -269,10 +272,10 @@ void BackendLibfabric::on_wake() {
   if (!m_ready_again.empty()) {
     m_poll_scratch.clear();
     m_poll_scratch.swap(m_ready_again);
-    for (auto& connection : m_poll_scratch) {
-      connection->ready_again = false;
-      if (connection->state != Connection::State::closing && !m_shutting_down) {
-        progress_connection(connection, lock);
+    for (auto& queue : m_poll_scratch) {
+      queue->ready_again = false;
+      if (queue->cq && !m_shutting_down) {
+        progress_queue(queue, lock);
       }
     }
     m_poll_scratch.clear();
@@ -280,12 +283,9 @@ void BackendLibfabric::on_wake() {
   run_deferred(lock);
 }
 
-bool BackendLibfabric::needs_timer(const Connection& connection) const noexcept {
-  if (connection.state == Connection::State::closing) {
-    return false;
-  }
-  return connection.needs_poll || connection.cq_fd < 0 || connection.state != Connection::State::established ||
-         (connection.domain && connection.domain->manual_progress && connection.sends_outstanding > 0);
+bool BackendLibfabric::needs_timer(const CompletionQueue& queue) noexcept {
+  return queue.members > 0 && queue.cq &&
+         (queue.needs_poll || queue.fd < 0 || (queue.domain->manual_progress && queue.sends_outstanding > 0));
 }
 
 void BackendLibfabric::on_progress_timer() {
@@ -293,22 +293,49 @@ void BackendLibfabric::on_progress_timer() {
   if (m_shutting_down) {
     return;
   }
-  check_connect_deadlines();
-
-  // Event queues: those without a wait fd, and those of domains where connections are being set up
-  // (providers with manual progress advance connection set-up only when their queue is read).
   bool busy = false;
+  const std::uint64_t previous_tick = m_tick++;
+  m_poll_scratch.clear();
+  // Each queue once per tick, unless the loop read it since the previous tick anyway (busy queues
+  // cost the timer nothing).
+  const auto list_queue = [&](const std::shared_ptr<CompletionQueue>& queue) {
+    busy = true;
+    if (queue->listed_tick != m_tick && (queue->serviced_tick != previous_tick || queue->needs_poll || queue->fd < 0)) {
+      queue->listed_tick = m_tick;
+      m_poll_scratch.push_back(queue);
+    }
+  };
+
+  // Connections in set-up: their deadlines, their domains' event queues (providers with manual
+  // progress advance connection set-up only when their queues are read) and their completion
+  // queues. One pass over the connections, and only while some may be in set-up.
   std::vector<std::shared_ptr<DomainContext>> domains;
-  for (auto& [pointer, connection] : m_connections) {
-    if (connection->state == Connection::State::connecting || connection->state == Connection::State::accepting) {
+  if (m_setup_in_progress) {
+    check_connect_deadlines();
+    bool setting_up = false;
+    for (auto& [pointer, connection] : m_connections) {
+      if (connection->state != Connection::State::connecting && connection->state != Connection::State::accepting) {
+        continue;
+      }
+      setting_up = true;
       if (connection->domain && std::find(domains.begin(), domains.end(), connection->domain) == domains.end()) {
         domains.push_back(connection->domain);
       }
+      if (connection->queue) {
+        list_queue(connection->queue);
+      }
     }
+    m_setup_in_progress = setting_up;
   }
+  // Event queues without a wait fd, and completion queues that need reading.
   for (auto& [key, domain] : m_domains) {
     if (domain->eq_fd < 0 && domain->users > 0 && std::find(domains.begin(), domains.end(), domain) == domains.end()) {
       domains.push_back(domain);
+    }
+    for (const auto& queue : domain->queues) {
+      if (needs_timer(*queue)) {
+        list_queue(queue);
+      }
     }
   }
   for (auto& domain : domains) {
@@ -317,25 +344,12 @@ void BackendLibfabric::on_progress_timer() {
       progress_event_queue(*domain, lock);
     }
   }
-
-  // Completion queues that cannot sleep, or whose provider progresses only when polled, unless
-  // the loop read them since the previous tick anyway (busy connections cost the timer nothing).
-  const std::uint64_t previous_tick = m_tick++;
-  m_poll_scratch.clear();
-  for (auto& [pointer, connection] : m_connections) {
-    if (needs_timer(*connection)) {
-      busy = true;
-      if (connection->serviced_tick != previous_tick || connection->needs_poll || connection->cq_fd < 0) {
-        m_poll_scratch.push_back(connection);
-      }
-    }
-  }
-  std::vector<std::shared_ptr<Connection>> polled;
+  std::vector<std::shared_ptr<CompletionQueue>> polled;
   polled.swap(m_poll_scratch);
-  for (auto& connection : polled) {
-    if (connection->state != Connection::State::closing && connection->cq && !m_shutting_down) {
-      progress_connection(connection, lock);
-      connection->serviced_tick = 0; // read by the timer, not by the loop: poll again next tick
+  for (auto& queue : polled) {
+    if (queue->cq && !m_shutting_down) {
+      progress_queue(queue, lock);
+      queue->serviced_tick = 0; // read by the timer, not by the loop: poll again next tick
     }
   }
   polled.clear();

@@ -97,9 +97,9 @@ public:
 private:
   using Lock = std::unique_lock<OptionalMutex>;
 
-  /// Completions handled per wake-up of one connection before others get their turn.
+  /// Completions handled per wake-up of one completion queue before other fds get their turn.
   static constexpr std::size_t completion_budget = 1024;
-  /// Reads of one connection's queue per wake-up (each lets the provider progress).
+  /// Reads of one completion queue per wake-up (each lets the provider progress).
   static constexpr int progress_rounds = 8;
   /// Longest stretch of receive polling (NetworkConfig::receive_poll) before the loop's other work.
   static constexpr std::chrono::microseconds poll_slice{50};
@@ -134,7 +134,9 @@ private:
   void ensure_progress_timer();
   void on_wake();
   void on_progress_timer();
-  [[nodiscard]] bool needs_timer(const Connection& connection) const noexcept;
+  /// Whether the progress timer must read `queue` (it cannot signal, could not sleep, or its
+  /// provider progresses only when read and sends are outstanding).
+  [[nodiscard]] static bool needs_timer(const CompletionQueue& queue) noexcept;
 
   // --- Keepalive.cpp: peer_timeout --------------------------------------------------------
   /// Keepalive ticks of silence allowed for `timeout`: ceil(timeout / period), at least
@@ -166,15 +168,23 @@ private:
   /// Reads what is left in a domain's event queue before it closes: connection requests are
   /// rejected and their fi_info freed.
   void discard_pending_events(DomainContext& domain);
-  void open_completion_queue(Connection& connection, std::size_t size);
+  /// Gives `connection` (endpoint open, not yet bound) a completion queue of its domain and role
+  /// with room for `reservation` outstanding entries, opening one if none has room, and binds the
+  /// endpoint to it.
+  void join_completion_queue(Connection& connection, std::size_t reservation);
+  /// Takes a connection whose endpoint was just closed off its queue: it stays in the queue's
+  /// retired list until a read found the queue empty (entries may still name it).
+  static void leave_completion_queue(Connection& connection);
+  /// Closes the completion queues of `domain` that no connection uses (all of them: `all`).
+  void close_unused_queues(DomainContext& domain, bool on_loop, bool all);
   /// Watches the domain's event-queue fd (on the loop thread; queued for it from other threads).
   void watch_domain_fd(const std::shared_ptr<DomainContext>& domain);
-  /// Watches the connection's completion-queue fd (on the loop thread; queued from other threads).
-  void register_connection_fd(const std::shared_ptr<Connection>& connection);
+  /// Watches a completion queue's fd (on the loop thread; queued for it from other threads).
+  void watch_queue_fd(const std::shared_ptr<CompletionQueue>& queue);
   /// Registers what other threads queued (loop thread).
   void apply_pending_registrations();
-  /// Makes the loop read the connection's completion queue soon.
-  void progress_connection_later(const std::shared_ptr<Connection>& connection);
+  /// Makes the loop read the completion queue soon.
+  void progress_queue_later(const std::shared_ptr<CompletionQueue>& queue);
   /// After posting a send: providers with manual progress push data out only while the queue is
   /// read, so make sure the loop reads it soon (coalesced: one wake-up for many sends).
   void note_posted(Connection& connection);
@@ -200,8 +210,9 @@ private:
   [[nodiscard]] static CloseNotice loss_notice(const Connection& connection) noexcept;
   /// Ends a connection: no more traffic; tear-down and the notice follow from the loop.
   void begin_close(const std::shared_ptr<Connection>& connection, CloseNotice notice, std::string_view reason);
-  /// Closes the libfabric objects of a connection and frees its memory (loop thread, or destructor).
-  void teardown_connection(Connection& connection, bool on_loop, std::vector<std::uint64_t>* pending_keys);
+  /// Closes the libfabric objects of a connection and frees its memory (loop thread, destructor, or
+  /// a failed set-up); its completion queue closes later, on the loop (close_unused_queues).
+  void teardown_connection(Connection& connection, std::vector<std::uint64_t>* pending_keys);
   void close_listener_now(Listener& listener);
   void check_connect_deadlines();
   /// Closes (and reports closed) every other accepted connection from `fresh`'s remote address:
@@ -223,19 +234,20 @@ private:
   void connect_attempt_failed(const std::shared_ptr<Connection>& connection, const std::string& why);
 
   // --- DataPath.cpp -------------------------------------------------------------------------
-  void on_cq_ready(const std::weak_ptr<Connection>& weak_connection);
+  void on_cq_ready(const std::weak_ptr<CompletionQueue>& weak_queue);
   /// Reads and handles completions until the queue is empty and may sleep (or a budget runs out).
-  void progress_connection(const std::shared_ptr<Connection>& connection, Lock& lock);
-  /// After a read of a receiving connection's queue: true if the loop should read it again soon
-  /// instead of sleeping on its fd (receive polling, NetworkConfig::receive_poll).
-  bool keep_polling(Connection& connection, bool completed, std::chrono::steady_clock::time_point now);
-  /// Reads completions until the queue is empty; false when the connection ended meanwhile.
-  bool drain_completions(const std::shared_ptr<Connection>& connection, Lock& lock, std::size_t& handled);
-  void handle_cq_error(const std::shared_ptr<Connection>& connection);
-  void handle_send_completion(Connection& connection, std::uint32_t slot);
+  void progress_queue(const std::shared_ptr<CompletionQueue>& queue, Lock& lock);
+  /// After a read of a receivers' queue: true if the loop should read it again soon instead of
+  /// sleeping on its fd (receive polling, NetworkConfig::receive_poll).
+  bool keep_polling(CompletionQueue& queue, bool completed, std::chrono::steady_clock::time_point now);
+  /// Reads completions until the queue is empty or `handled` reaches the budget, then does the
+  /// follow-up work of each connection that had some (credits, keys, room).
+  void drain_completions(CompletionQueue& queue, Lock& lock, std::size_t& handled);
+  /// Follow-up work of the connections in m_touched after a read of their queue.
+  void finish_touched(Lock& lock);
+  void handle_cq_error(CompletionQueue& queue);
   /// Handles one received message; false when the connection ended.
-  bool handle_receive(const std::shared_ptr<Connection>& connection, std::uint32_t index, std::size_t length,
-                      Lock& lock);
+  bool handle_receive(Connection& connection, std::uint32_t index, std::size_t length, Lock& lock);
   bool post_receive(Connection& connection, std::uint32_t index);
   void return_credits(Connection& connection);
   /// Reports the keys collected in `m_completed_keys` for `connection` and clears them.
@@ -292,16 +304,21 @@ private:
   std::vector<std::shared_ptr<Connection>> m_teardown_queue;
   std::vector<std::shared_ptr<Listener>> m_listener_teardown_queue;
   std::deque<Notice> m_notices;
-  std::vector<std::shared_ptr<Connection>> m_ready_again; // left completions behind (fairness budget)
-  std::vector<std::shared_ptr<Connection>> m_poll_scratch;
+  std::vector<std::shared_ptr<CompletionQueue>> m_ready_again; // to read again soon (fairness budget)
+  std::vector<std::shared_ptr<CompletionQueue>> m_poll_scratch;
+  /// Connections with completions in the current read of a queue (reused: no allocation per read).
+  std::vector<Connection*> m_touched;
   std::vector<std::weak_ptr<DomainContext>> m_pending_domain_fds;
-  std::vector<std::weak_ptr<Connection>> m_pending_connection_fds;
+  std::vector<std::weak_ptr<CompletionQueue>> m_pending_queue_fds;
   std::vector<std::uint64_t> m_completed_keys; // keys of one drain, reused: no allocation per message
 
   EventSignalHandle m_wake;
   EventTimerHandle m_progress_timer;
   bool m_timer_running{false};
   std::uint64_t m_tick{1}; // advanced by every progress timer tick
+  /// A connection may be in set-up (connecting, accepting): the progress timer looks for them (and
+  /// their connect deadlines) only while this is set, not at every tick over every connection.
+  bool m_setup_in_progress{false};
   std::uint32_t m_idle_ticks{0};
 
   /// Period of the keepalive timer: peer_timeout / keepalive_ticks_per_timeout (1 ms to 1 day);

@@ -46,6 +46,7 @@ void setup_send_slots(Connection& connection, DomainContext& domain, std::size_t
   connection.send_slots.assign(count, SendSlot{});
   connection.send_contexts.assign(count, OperationContext{});
   for (std::size_t i = 0; i < count; ++i) {
+    connection.send_contexts[i].connection = &connection;
     connection.send_contexts[i].kind = OperationContext::Kind::send;
     connection.send_contexts[i].index = static_cast<std::uint32_t>(i);
   }
@@ -56,6 +57,7 @@ void setup_send_slots(Connection& connection, DomainContext& domain, std::size_t
 void setup_receive_contexts(Connection& connection, std::size_t count) {
   connection.receive_contexts.assign(count, OperationContext{});
   for (std::size_t i = 0; i < count; ++i) {
+    connection.receive_contexts[i].connection = &connection;
     connection.receive_contexts[i].kind = OperationContext::Kind::receive;
     connection.receive_contexts[i].index = static_cast<std::uint32_t>(i);
   }
@@ -269,10 +271,8 @@ std::shared_ptr<Connection> BackendLibfabric::start_connection(const EndPointAdd
     } else {
       check(fi_endpoint(domain.domain.get(), info.get(), connection->ep.out(), nullptr), "fi_endpoint");
     }
-    open_completion_queue(*connection, slots + controls);
     check(fi_ep_bind(connection->ep.get(), domain.eq.fid_ptr(), 0), "fi_ep_bind (event queue)");
-    check(fi_ep_bind(connection->ep.get(), connection->cq.fid_ptr(), FI_TRANSMIT | FI_RECV),
-          "fi_ep_bind (completion queue)");
+    join_completion_queue(*connection, slots + controls);
     check(fi_enable(connection->ep.get()), "fi_enable");
     for (std::size_t i = 0; i < controls; ++i) {
       check(fi_recv(connection->ep.get(), connection->receive_buffers[i], control_buffer_size, connection->receive_desc,
@@ -288,7 +288,7 @@ std::shared_ptr<Connection> BackendLibfabric::start_connection(const EndPointAdd
       check(rc, "fi_connect");
     }
   } catch (...) {
-    teardown_connection(*connection, false, nullptr);
+    teardown_connection(*connection, nullptr);
     wake_loop(); // an unused domain is closed by the loop
     throw;
   }
@@ -296,7 +296,7 @@ std::shared_ptr<Connection> BackendLibfabric::start_connection(const EndPointAdd
   connection->connect_deadline = std::chrono::steady_clock::now() + m_config.connect_timeout;
   m_fid_owners[connection->ep.fid_ptr()] = FidOwner{nullptr, connection};
   m_connections.emplace(connection.get(), connection);
-  register_connection_fd(connection);
+  m_setup_in_progress = true;
   ensure_progress_timer();
   return connection;
 }
@@ -383,12 +383,7 @@ void BackendLibfabric::begin_close(const std::shared_ptr<Connection>& connection
   wake_loop();
 }
 
-void BackendLibfabric::teardown_connection(Connection& connection, bool on_loop,
-                                           std::vector<std::uint64_t>* pending_keys) {
-  if (connection.cq_fd_registered && on_loop) {
-    m_evloop->remove_fd(connection.cq_fd);
-  }
-  connection.cq_fd_registered = false;
+void BackendLibfabric::teardown_connection(Connection& connection, std::vector<std::uint64_t>* pending_keys) {
   if (connection.ep) {
     if (connection.domain && connection.domain->eq) {
       // Entries still queued for this endpoint are dropped before it closes: read later, they
@@ -411,7 +406,7 @@ void BackendLibfabric::teardown_connection(Connection& connection, bool on_loop,
     // with "Connection refused" (seen in 20 of 20 runs of the reopen conformance test).
     connection.ep.reset();
   }
-  connection.cq.reset();
+  leave_completion_queue(connection);
   connection.info.reset();
   if (pending_keys != nullptr) {
     for (std::size_t i = 0; i < connection.unacked_count; ++i) {

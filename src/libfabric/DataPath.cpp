@@ -103,6 +103,7 @@ void BackendLibfabric::release_slot(Connection& connection, std::uint32_t slot) 
   if (entry.busy) {
     entry.busy = false;
     --connection.sends_outstanding;
+    --connection.queue->sends_outstanding;
   }
   connection.free_send_slots.push(slot);
 }
@@ -117,7 +118,7 @@ NetioStatus BackendLibfabric::post_message(Connection& connection, std::uint32_t
     release_slot(connection, slot);
     if (rc == -FI_EAGAIN) {
       // The provider's queue is full: it needs progress, which the timer guarantees.
-      connection.needs_poll = true;
+      connection.queue->needs_poll = true;
       ensure_progress_timer();
       connection.provider_full = true; // until a send completes
       std::size_t bytes = 0;
@@ -134,6 +135,7 @@ NetioStatus BackendLibfabric::post_message(Connection& connection, std::uint32_t
   }
   connection.send_slots[slot].busy = true;
   ++connection.sends_outstanding;
+  ++connection.queue->sends_outstanding;
   ++connection.messages_sent_total;
   connection.unacked[(connection.unacked_first + connection.unacked_count) % connection.unacked.size()] =
       UnackedMessage{key, has_key};
@@ -335,58 +337,59 @@ std::size_t BackendLibfabric::get_num_available_buffers(const EndPointAddress& a
 
 // --- completions ------------------------------------------------------------------------------
 
-void BackendLibfabric::on_cq_ready(const std::weak_ptr<Connection>& weak_connection) {
+void BackendLibfabric::on_cq_ready(const std::weak_ptr<CompletionQueue>& weak_queue) {
   Lock lock{m_mutex};
   if (m_shutting_down) {
     return;
   }
-  const std::shared_ptr<Connection> connection = weak_connection.lock();
-  if (connection && connection->state != Connection::State::closing && connection->cq) {
-    progress_connection(connection, lock);
+  const std::shared_ptr<CompletionQueue> queue = weak_queue.lock();
+  if (queue && queue->cq) {
+    progress_queue(queue, lock);
   }
   run_deferred(lock);
 }
 
 void BackendLibfabric::note_posted(Connection& connection) {
-  if (!connection.domain->manual_progress) {
+  if (!connection.domain->manual_progress || !connection.queue) {
     return;
   }
   ensure_progress_timer();
-  if (connection.draining) {
-    connection.posted_during_drain = true; // progress_connection reads the queue again
-  } else if (!connection.ready_again) {
-    progress_connection_later(connection.shared_from_this());
+  CompletionQueue& queue = *connection.queue;
+  if (queue.draining) {
+    queue.posted_during_drain = true; // progress_queue reads the queue again
+  } else if (!queue.ready_again) {
+    progress_queue_later(connection.queue);
   }
 }
 
-void BackendLibfabric::progress_connection(const std::shared_ptr<Connection>& connection, Lock& lock) {
-  connection->needs_poll = false;
-  connection->serviced_tick = m_tick;
+void BackendLibfabric::progress_queue(const std::shared_ptr<CompletionQueue>& queue, Lock& lock) {
+  queue->needs_poll = false;
+  queue->serviced_tick = m_tick;
   std::size_t handled = 0;
   // Receive polling reads the queue here for at most poll_slice before going through the loop, so
-  // that one connection holds neither the loop nor (SAFE mode) the backend's lock for long. Set
-  // when polling starts: the clock is read only while polling.
+  // that one queue holds neither the loop nor (SAFE mode) the backend's lock for long. Set when
+  // polling starts: the clock is read only while polling.
   std::chrono::steady_clock::time_point slice_end{};
   for (int round = 0; round < progress_rounds; ++round) {
     const std::size_t handled_before = handled;
-    connection->draining = true;
-    connection->posted_during_drain = false;
-    const bool alive = drain_completions(connection, lock, handled);
-    connection->draining = false;
-    if (!alive) {
+    queue->draining = true;
+    queue->posted_during_drain = false;
+    drain_completions(*queue, lock, handled);
+    queue->draining = false;
+    if (m_shutting_down || !queue->cq) {
       return;
     }
     if (handled >= completion_budget) {
-      progress_connection_later(connection); // others get their turn first
+      progress_queue_later(queue); // other fds get their turn first
       return;
     }
-    if (connection->posted_during_drain) {
+    if (queue->posted_during_drain) {
       continue; // the provider pushes out what was just posted while its queue is read
     }
     const bool completed = handled > handled_before;
-    if (connection->role == Connection::Role::receiver && (connection->polling || !completed)) {
+    if (queue->for_receivers && (queue->polling || !completed)) {
       const auto now = std::chrono::steady_clock::now();
-      if (keep_polling(*connection, completed, now)) {
+      if (keep_polling(*queue, completed, now)) {
         if (slice_end == std::chrono::steady_clock::time_point{}) {
           slice_end = now + poll_slice;
         }
@@ -394,29 +397,29 @@ void BackendLibfabric::progress_connection(const std::shared_ptr<Connection>& co
           --round; // polling is not a progress round
           continue;
         }
-        progress_connection_later(connection); // through the loop: other fds and threads get their turn
+        progress_queue_later(queue); // through the loop: other fds and threads get their turn
         return;
       }
     }
-    if (connection->cq_fd < 0) {
+    if (queue->fd < 0) {
       return; // polled by the progress timer
     }
-    fid* queue = connection->cq.fid_ptr();
-    const int rc = fi_trywait(connection->domain->fabric.get(), &queue, 1);
+    fid* waitable = queue->cq.fid_ptr();
+    const int rc = fi_trywait(queue->domain->fabric.get(), &waitable, 1);
     if (rc == 0) {
       return; // the fd will signal the next completion
     }
     if (rc != -FI_EAGAIN) {
-      NETIO3_LOG_WARNING("libfabric: fi_trywait on the completion queue of {} failed: {}",
-                         connection->address.to_string(), fabric_error_text(rc));
+      NETIO3_LOG_WARNING("libfabric: fi_trywait on a completion queue of domain {} failed: {}", queue->domain->key,
+                         fabric_error_text(rc));
       break;
     }
   }
-  if (connection->posted_during_drain) {
-    progress_connection_later(connection); // still busy: after the others had their turn
+  if (queue->posted_during_drain) {
+    progress_queue_later(queue); // still busy: after the others had their turn
     return;
   }
-  connection->needs_poll = true; // could not put the queue to sleep: the timer polls it
+  queue->needs_poll = true; // could not put the queue to sleep: the timer polls it
   ensure_progress_timer();
 }
 
@@ -426,105 +429,136 @@ void BackendLibfabric::progress_connection(const std::shared_ptr<Connection>& co
 // from the sender's system call). Reading the queue again through the loop for a while instead
 // lets the message arrive without them (1 MiB messages over the tcp provider: 3 wake-ups per
 // message -> 1, docs/performance.md). The budget adapts like KVM's halt polling: doubled (up to
-// receive_poll) when a completion came within it, halved when none did, so a connection whose data
+// receive_poll) when a completion came within it, halved when none did, so a queue whose data
 // trickles in (a slow link) stops polling; from 0 it grows again when empty wake-ups come closer
 // together than receive_poll.
-bool BackendLibfabric::keep_polling(Connection& connection, bool completed, std::chrono::steady_clock::time_point now) {
+bool BackendLibfabric::keep_polling(CompletionQueue& queue, bool completed, std::chrono::steady_clock::time_point now) {
   using Clock = std::chrono::steady_clock;
   const auto limit = std::chrono::duration_cast<Clock::duration>(m_config.receive_poll);
   if (limit <= Clock::duration::zero()) {
     return false;
   }
   constexpr Clock::duration smallest_budget = std::chrono::microseconds{16};
-  if (connection.polling) {
+  if (queue.polling) {
     if (completed) {
-      connection.polling = false;
-      connection.poll_budget = std::min(limit, std::max(smallest_budget, connection.poll_budget * 2));
+      queue.polling = false;
+      queue.poll_budget = std::min(limit, std::max(smallest_budget, queue.poll_budget * 2));
       return false;
     }
-    if (now < connection.poll_deadline) {
+    if (now < queue.poll_deadline) {
       return true;
     }
-    connection.polling = false;
-    connection.poll_budget /= 2;
-    if (connection.poll_budget < smallest_budget) {
-      connection.poll_budget = Clock::duration::zero();
+    queue.polling = false;
+    queue.poll_budget /= 2;
+    if (queue.poll_budget < smallest_budget) {
+      queue.poll_budget = Clock::duration::zero();
     }
     return false;
   }
   if (completed) {
     return false;
   }
-  const bool close_to_previous = now - connection.last_empty_wake < limit;
-  connection.last_empty_wake = now;
-  if (connection.poll_budget == Clock::duration::zero()) {
+  const bool close_to_previous = now - queue.last_empty_wake < limit;
+  queue.last_empty_wake = now;
+  if (queue.poll_budget == Clock::duration::zero()) {
     if (!close_to_previous) {
       return false;
     }
-    connection.poll_budget = std::min(limit, smallest_budget);
+    queue.poll_budget = std::min(limit, smallest_budget);
   }
-  connection.polling = true;
-  connection.poll_deadline = now + connection.poll_budget;
+  queue.polling = true;
+  queue.poll_deadline = now + queue.poll_budget;
   return true;
 }
 
-bool BackendLibfabric::drain_completions(const std::shared_ptr<Connection>& connection, Lock& lock,
-                                         std::size_t& handled) {
-  std::array<fi_cq_msg_entry, 32> entries{};
-  bool alive = true;
-  while (alive && handled < completion_budget && connection->state != Connection::State::closing) {
-    const ssize_t rc = fi_cq_read(connection->cq.get(), entries.data(), entries.size());
+void BackendLibfabric::drain_completions(CompletionQueue& queue, Lock& lock, std::size_t& handled) {
+  std::array<fi_cq_msg_entry, 64> entries{};
+  // Connections retired before this read: once the queue reads empty, no entry names them any more.
+  const std::size_t retired_before = queue.retired.size();
+  while (handled < completion_budget && !m_shutting_down && queue.cq) {
+    const ssize_t rc = fi_cq_read(queue.cq.get(), entries.data(), entries.size());
     if (rc == -FI_EAGAIN) {
+      queue.retired.erase(queue.retired.begin(), queue.retired.begin() + static_cast<std::ptrdiff_t>(retired_before));
       break;
     }
     if (rc == -FI_EAVAIL) {
-      handle_cq_error(connection);
+      handle_cq_error(queue);
       continue;
     }
     if (rc < 0) {
-      begin_close(connection, loss_notice(*connection), "fi_cq_read failed: " + fabric_error_text(rc));
+      // The queue itself failed: every connection on it ends.
+      const std::string reason = "fi_cq_read failed: " + fabric_error_text(rc);
+      NETIO3_LOG_ERROR("libfabric: a completion queue of domain {}: {}", queue.domain->key, reason);
+      for (auto& [pointer, connection] : m_connections) {
+        if (connection->queue.get() == &queue) {
+          begin_close(connection, loss_notice(*connection), reason);
+        }
+      }
       break;
     }
     const auto count = static_cast<std::size_t>(rc);
-    for (std::size_t i = 0; i < count; ++i) {
+    for (std::size_t i = 0; i < count && !m_shutting_down; ++i) {
       const auto* operation = static_cast<const OperationContext*>(entries[i].op_context);
+      Connection& connection = *operation->connection;
+      if (connection.state == Connection::State::closing) {
+        continue; // ended: its tear-down releases what the operation held
+      }
+      if (!connection.touched) {
+        connection.touched = true;
+        m_touched.push_back(&connection);
+      }
       if (operation->kind == OperationContext::Kind::send) {
-        release_slot(*connection, operation->index);
-        connection->provider_full = false;
-      } else if (!handle_receive(connection, operation->index, entries[i].len, lock)) {
-        alive = false;
-        break;
+        release_slot(connection, operation->index);
+        connection.provider_full = false;
+      } else {
+        handle_receive(connection, operation->index, entries[i].len, lock);
       }
     }
     handled += count;
   }
-  deliver_completed_keys(*connection, lock);
-  if (connection->role == Connection::Role::receiver && connection->state != Connection::State::closing) {
-    return_credits(*connection);
-  } else if (connection->role == Connection::Role::sender && handled > 0) {
-    room_changed(*connection, lock);
-  }
-  return connection->state != Connection::State::closing;
+  finish_touched(lock);
 }
 
-void BackendLibfabric::handle_cq_error(const std::shared_ptr<Connection>& connection) {
+void BackendLibfabric::finish_touched(Lock& lock) {
+  // Callbacks below may read another queue (FI_SHUTDOWN drains): work on a list of our own.
+  for (std::size_t i = 0; i < m_touched.size(); ++i) {
+    Connection& connection = *m_touched[i];
+    connection.touched = false;
+    if (connection.state == Connection::State::closing || m_shutting_down) {
+      continue;
+    }
+    if (connection.role == Connection::Role::receiver) {
+      return_credits(connection);
+    } else {
+      room_changed(connection, lock); // send completions, or credits that came back
+    }
+  }
+  m_touched.clear();
+}
+
+void BackendLibfabric::handle_cq_error(CompletionQueue& queue) {
   fi_cq_err_entry error{};
-  const ssize_t rc = fi_cq_readerr(connection->cq.get(), &error, 0);
+  const ssize_t rc = fi_cq_readerr(queue.cq.get(), &error, 0);
   if (rc < 0) {
-    begin_close(connection, loss_notice(*connection), "fi_cq_readerr failed: " + fabric_error_text(rc));
+    NETIO3_LOG_ERROR("libfabric: fi_cq_readerr on a completion queue of domain {} failed: {}", queue.domain->key,
+                     fabric_error_text(rc));
     return;
   }
-  if (error.err == FI_ECANCELED) {
-    return; // flushed while closing
+  if (error.err == FI_ECANCELED || error.op_context == nullptr) {
+    return; // flushed while an endpoint closed
   }
-  const char* provider_text = fi_cq_strerror(connection->cq.get(), error.prov_errno, error.err_data, nullptr, 0);
+  Connection& connection = *static_cast<const OperationContext*>(error.op_context)->connection;
+  if (connection.state == Connection::State::closing) {
+    return;
+  }
+  const char* provider_text = fi_cq_strerror(queue.cq.get(), error.prov_errno, error.err_data, nullptr, 0);
   std::string reason = std::string{"completion error: "} + fi_strerror(error.err) +
                        " (provider: " + (provider_text != nullptr ? provider_text : "no text") + ")";
   if (error.err == FI_ETRUNC) {
     reason += ": the peer sent a message larger than the receive buffer";
   }
-  NETIO3_LOG_WARNING("libfabric: connection {}: {}", connection->address.to_string(), reason);
-  begin_close(connection, loss_notice(*connection), reason);
+  NETIO3_LOG_WARNING("libfabric: connection {}: {}", connection.address.to_string(), reason);
+  begin_close(connection.shared_from_this(), loss_notice(connection), reason);
 }
 
 bool BackendLibfabric::post_receive(Connection& connection, std::uint32_t index) {
@@ -540,36 +574,35 @@ bool BackendLibfabric::post_receive(Connection& connection, std::uint32_t index)
   return false;
 }
 
-bool BackendLibfabric::handle_receive(const std::shared_ptr<Connection>& connection, std::uint32_t index,
-                                      std::size_t length, Lock& lock) {
-  if (connection->state == Connection::State::closing) {
+bool BackendLibfabric::handle_receive(Connection& connection, std::uint32_t index, std::size_t length, Lock& lock) {
+  if (connection.state == Connection::State::closing) {
     return false;
   }
-  connection->silent_ticks = 0; // the peer lives (peer_timeout)
-  const std::span<const std::uint8_t> message{connection->receive_buffers[index], length};
+  connection.silent_ticks = 0; // the peer lives (peer_timeout)
+  const std::span<const std::uint8_t> message{connection.receive_buffers[index], length};
   const std::optional<WireHeader> header = decode_wire_header(message);
-  if (connection->role == Connection::Role::receiver) {
+  if (connection.role == Connection::Role::receiver) {
     if (!header || (header->type != MessageType::data && header->type != MessageType::keepalive)) {
-      begin_close(connection, loss_notice(*connection),
+      begin_close(connection.shared_from_this(), loss_notice(connection),
                   "protocol violation: malformed message of " + std::to_string(length) + " bytes from the peer");
       return false;
     }
-    if (header->value != connection->messages_received_total) {
-      begin_close(connection, loss_notice(*connection),
+    if (header->value != connection.messages_received_total) {
+      begin_close(connection.shared_from_this(), loss_notice(connection),
                   "protocol violation: message " + std::to_string(header->value) + " arrived where " +
-                      std::to_string(connection->messages_received_total) + " was due");
+                      std::to_string(connection.messages_received_total) + " was due");
       return false;
     }
-    ++connection->messages_received_total;
-    if (connection->state == Connection::State::accepting) {
+    ++connection.messages_received_total;
+    if (connection.state == Connection::State::accepting) {
       // The sender saw the connection complete before this side did: announce it first.
-      mark_established(*connection);
+      mark_established(connection);
     }
     if (!m_notices.empty()) {
       // Notices queued earlier in this event (e.g. the progress timer read FI_CONNECTED for this
       // connection just before its completions) come before its data: established, then data.
       deliver_notices(lock);
-      if (connection->state == Connection::State::closing) {
+      if (connection.state == Connection::State::closing) {
         return false;
       }
     }
@@ -577,50 +610,52 @@ bool BackendLibfabric::handle_receive(const std::shared_ptr<Connection>& connect
     if (header->type == MessageType::data) {
       const std::span<const std::uint8_t> payload = message.subspan(wire_header_size);
       if (m_config.on_data_from_cb) {
-        call_user(lock, "on_data_from_cb", [&] { m_config.on_data_from_cb(connection->address, payload); });
+        call_user(lock, "on_data_from_cb", [&] { m_config.on_data_from_cb(connection.address, payload); });
       } else if (m_config.on_data_cb) {
         call_user(lock, "on_data_cb", [&] { m_config.on_data_cb(payload); });
       }
-      if (connection->state == Connection::State::closing || m_shutting_down) {
+      if (connection.state == Connection::State::closing || m_shutting_down) {
         return false;
       }
     }
-    if (!post_receive(*connection, index)) {
+    if (!post_receive(connection, index)) {
       return false;
     }
-    ++connection->credits_available_total;
+    ++connection.credits_available_total;
     // Credits go back in batches of a quarter window while a burst is read (more at the end of the
     // burst), so that the sender refills while the rest of the burst is delivered.
-    if (connection->credits_available_total - connection->credits_sent_total >=
-        std::max<std::uint32_t>(1, connection->window / 4)) {
-      return_credits(*connection);
+    if (connection.credits_available_total - connection.credits_sent_total >=
+        std::max<std::uint32_t>(1, connection.window / 4)) {
+      return_credits(connection);
     }
     return true;
   }
 
   // A send endpoint receives only credit messages.
   if (!header || header->type != MessageType::credit) {
-    begin_close(connection, loss_notice(*connection),
+    begin_close(connection.shared_from_this(), loss_notice(connection),
                 "protocol violation: unexpected message of " + std::to_string(length) + " bytes from the receiver");
     return false;
   }
-  const std::uint32_t returned = header->value - connection->credits_granted_total;
-  if (returned > connection->unacked_count) {
-    begin_close(connection, loss_notice(*connection),
+  const std::uint32_t returned = header->value - connection.credits_granted_total;
+  if (returned > connection.unacked_count) {
+    begin_close(connection.shared_from_this(), loss_notice(connection),
                 "protocol violation: the receiver returned " + std::to_string(returned) + " credits for " +
-                    std::to_string(connection->unacked_count) + " messages in flight");
+                    std::to_string(connection.unacked_count) + " messages in flight");
     return false;
   }
-  connection->credits_granted_total = header->value;
+  connection.credits_granted_total = header->value;
   for (std::uint32_t i = 0; i < returned; ++i) {
-    const UnackedMessage& done = connection->unacked[connection->unacked_first];
+    const UnackedMessage& done = connection.unacked[connection.unacked_first];
     if (done.has_key) {
       m_completed_keys.push_back(done.key);
     }
-    connection->unacked_first = (connection->unacked_first + 1) % connection->unacked.size();
-    --connection->unacked_count;
+    connection.unacked_first = (connection.unacked_first + 1) % connection.unacked.size();
+    --connection.unacked_count;
   }
-  return post_receive(*connection, index);
+  const bool reposted = post_receive(connection, index);
+  deliver_completed_keys(connection, lock); // even when closing: these keys left `unacked`
+  return reposted;
 }
 
 void BackendLibfabric::return_credits(Connection& connection) {
@@ -636,7 +671,7 @@ void BackendLibfabric::return_credits(Connection& connection) {
   if (rc != 0) {
     connection.free_send_slots.push(slot);
     if (rc == -FI_EAGAIN) {
-      connection.needs_poll = true; // retried when the timer polls the queue
+      connection.queue->needs_poll = true; // retried when the timer polls the queue
       ensure_progress_timer();
       return;
     }
@@ -648,6 +683,7 @@ void BackendLibfabric::return_credits(Connection& connection) {
   }
   connection.send_slots[slot].busy = true;
   ++connection.sends_outstanding;
+  ++connection.queue->sends_outstanding;
   connection.credits_sent_total = connection.credits_available_total;
   note_posted(connection);
 }

@@ -27,6 +27,30 @@ bool is_tcp_provider(const fi_info& info) {
   return info.fabric_attr->prov_name != nullptr && std::string_view{info.fabric_attr->prov_name} == "tcp";
 }
 
+/// Providers whose completion queues never overrun: they keep entries beyond the queue's size in
+/// an overflow list (libfabric 1.17: util_cq.c ofi_cq_write_overflow for tcp, sock_cq.c for
+/// sockets). Any other provider's queue (verbs: the device's) must have room for every operation
+/// its endpoints may have outstanding.
+bool queue_never_overruns(const fi_info& info) {
+  const std::string_view name = info.fabric_attr->prov_name != nullptr ? info.fabric_attr->prov_name : "";
+  return name == "tcp" || name == "sockets";
+}
+
+/// Connections per completion queue. The tcp provider (libfabric 1.17, prov/tcp/src/tcpx_cq.c
+/// tcpx_progress, and util_wait.c util_wait_fd_try) visits every endpoint bound to a queue, each
+/// under its lock, in every fi_cq_read and fi_trywait: a queue for 1,000 connections costs more per
+/// read than it saves in wake-ups. Measured with 1,000 connections of 64-byte copy sends
+/// (docs/libfabric-backend.md): 1 per queue 29 k msg/s, 8: 46 k, 32: 50-55 k, 128: 50 k, all in
+/// one: 38-42 k. Other providers read their queues in O(1): one queue for all.
+std::size_t queue_member_limit(const fi_info& info) {
+  return is_tcp_provider(info) ? 32 : static_cast<std::size_t>(-1);
+}
+
+/// Entries of a shared completion queue: room for a burst of many connections' completions
+/// between two reads (256 KiB of entries), and where the provider's queue can overrun, at least
+/// what the first connection reserves.
+constexpr std::size_t shared_queue_entries = 8192;
+
 } // namespace
 
 // --- domains ----------------------------------------------------------------------------------
@@ -59,6 +83,7 @@ std::shared_ptr<DomainContext> BackendLibfabric::acquire_domain(const fi_info& i
   // The tcp provider says FI_PROGRESS_AUTO but progresses only inside its queue reads (fi_tcp(7)).
   domain->manual_progress = info.domain_attr->data_progress == FI_PROGRESS_MANUAL ||
                             info.domain_attr->control_progress == FI_PROGRESS_MANUAL || is_tcp_provider(info);
+  domain->queue_member_limit = queue_member_limit(info);
   domain->users = 1;
   watch_domain_fd(domain);
   m_domains.emplace(key, domain);
@@ -124,6 +149,7 @@ void BackendLibfabric::destroy_domain(DomainContext& domain, bool on_loop) {
   }
   domain.eq_fd_registered = false;
   discard_pending_events(domain);
+  close_unused_queues(domain, on_loop, true);
   domain.shared_send.reset();
   domain.shared_receive.reset();
   domain.eq.reset();
@@ -133,21 +159,92 @@ void BackendLibfabric::destroy_domain(DomainContext& domain, bool on_loop) {
   NETIO3_LOG_DEBUG("libfabric: closed domain {}", domain.key);
 }
 
-void BackendLibfabric::open_completion_queue(Connection& connection, std::size_t size) {
-  fi_cq_attr attributes{};
-  attributes.size = size;
-  attributes.format = FI_CQ_FORMAT_MSG;
-  attributes.wait_obj = FI_WAIT_FD;
-  attributes.wait_cond = FI_CQ_COND_NONE;
-  fid_domain* domain = connection.domain->domain.get();
-  if (fi_cq_open(domain, &attributes, connection.cq.out(), nullptr) != 0) {
-    // No fd to wait on: the progress timer polls this completion queue.
-    attributes.wait_obj = FI_WAIT_NONE;
-    check(fi_cq_open(domain, &attributes, connection.cq.out(), nullptr), "fi_cq_open");
-    connection.cq_fd = -1;
-  } else if (fi_control(connection.cq.fid_ptr(), FI_GETWAIT, &connection.cq_fd) != 0) {
-    connection.cq_fd = -1;
+// --- completion queues -------------------------------------------------------------------------
+
+void BackendLibfabric::join_completion_queue(Connection& connection, std::size_t reservation) {
+  DomainContext& domain = *connection.domain;
+  const bool receiving = connection.role == Connection::Role::receiver;
+  std::shared_ptr<CompletionQueue> chosen;
+  for (const auto& queue : domain.queues) {
+    if (queue->for_receivers == receiving && queue->cq && queue->members < domain.queue_member_limit &&
+        (queue->capacity == 0 || queue->reserved + reservation <= queue->capacity)) {
+      chosen = queue;
+      break;
+    }
   }
+  if (!chosen) {
+    chosen = std::make_shared<CompletionQueue>(domain, receiving);
+    const bool unlimited = queue_never_overruns(*domain.info);
+    fi_cq_attr attributes{};
+    attributes.format = FI_CQ_FORMAT_MSG;
+    attributes.wait_obj = FI_WAIT_FD;
+    attributes.wait_cond = FI_CQ_COND_NONE;
+    // A device may take fewer entries than asked for (verbs: max_cqe): halve down to what this
+    // connection needs before giving up.
+    std::size_t size = std::max(shared_queue_entries, reservation);
+    int rc = 0;
+    for (;;) {
+      attributes.size = size;
+      rc = fi_cq_open(domain.domain.get(), &attributes, chosen->cq.out(), nullptr);
+      if (rc == 0 || unlimited || size / 2 < reservation) {
+        break;
+      }
+      size /= 2;
+    }
+    if (rc != 0) {
+      // No fd to wait on: the progress timer polls this completion queue.
+      attributes.wait_obj = FI_WAIT_NONE;
+      check(fi_cq_open(domain.domain.get(), &attributes, chosen->cq.out(), nullptr), "fi_cq_open");
+    } else if (fi_control(chosen->cq.fid_ptr(), FI_GETWAIT, &chosen->fd) != 0) {
+      chosen->fd = -1;
+    }
+    chosen->capacity = unlimited ? 0 : size;
+    if (receiving) {
+      chosen->poll_budget = std::chrono::duration_cast<std::chrono::steady_clock::duration>(m_config.receive_poll);
+    }
+    domain.queues.push_back(chosen);
+    NETIO3_LOG_DEBUG("libfabric: opened a completion queue for {} in domain {} ({} entries, fd {})",
+                     receiving ? "receivers" : "senders", domain.key, size, chosen->fd);
+    watch_queue_fd(chosen);
+  }
+  check(fi_ep_bind(connection.ep.get(), chosen->cq.fid_ptr(), FI_TRANSMIT | FI_RECV), "fi_ep_bind (completion queue)");
+  chosen->reserved += reservation;
+  ++chosen->members;
+  connection.queue = std::move(chosen);
+  connection.queue_reservation = reservation;
+}
+
+void BackendLibfabric::leave_completion_queue(Connection& connection) {
+  if (!connection.queue) {
+    return;
+  }
+  CompletionQueue& queue = *connection.queue;
+  queue.reserved -= std::min(queue.reserved, connection.queue_reservation);
+  queue.sends_outstanding -= std::min(queue.sends_outstanding, connection.sends_outstanding);
+  if (queue.members > 0) {
+    --queue.members;
+  }
+  // Entries of this connection may still be in the queue (and closing an endpoint may add
+  // cancelled ones): they point into it, so it lives until the queue read empty or closes (also
+  // when no member is left: a new connection may join the queue before the loop closes it).
+  queue.retired.push_back(connection.shared_from_this());
+  connection.queue_reservation = 0;
+  connection.queue.reset();
+}
+
+void BackendLibfabric::close_unused_queues(DomainContext& domain, bool on_loop, bool all) {
+  std::erase_if(domain.queues, [&](const std::shared_ptr<CompletionQueue>& queue) {
+    if (!all && queue->members > 0) {
+      return false;
+    }
+    if (queue->fd_registered && on_loop) {
+      m_evloop->remove_fd(queue->fd);
+    }
+    queue->fd_registered = false;
+    queue->cq.reset();
+    queue->retired.clear();
+    return true;
+  });
 }
 
 void BackendLibfabric::watch_domain_fd(const std::shared_ptr<DomainContext>& domain) {
@@ -166,21 +263,20 @@ void BackendLibfabric::watch_domain_fd(const std::shared_ptr<DomainContext>& dom
   domain->eq_fd_registered = true;
 }
 
-void BackendLibfabric::register_connection_fd(const std::shared_ptr<Connection>& connection) {
-  if (connection->cq_fd < 0 || connection->cq_fd_registered || !connection->cq ||
-      connection->state == Connection::State::closing) {
+void BackendLibfabric::watch_queue_fd(const std::shared_ptr<CompletionQueue>& queue) {
+  if (queue->fd < 0 || queue->fd_registered || !queue->cq) {
     return;
   }
   if (!m_evloop->in_loop_thread()) {
-    m_pending_connection_fds.push_back(connection); // see watch_domain_fd
+    m_pending_queue_fds.push_back(queue); // see watch_domain_fd
     wake_loop();
     return;
   }
-  std::weak_ptr<Connection> weak = connection;
-  m_evloop->register_fd(EventContext{connection->cq_fd, [this, weak](int) { on_cq_ready(weak); }, {}});
-  connection->cq_fd_registered = true;
+  std::weak_ptr<CompletionQueue> weak = queue;
+  m_evloop->register_fd(EventContext{queue->fd, [this, weak](int) { on_cq_ready(weak); }, {}});
+  queue->fd_registered = true;
   // Completions may have arrived before the fd was watched, and some providers signal only new ones.
-  progress_connection_later(connection);
+  progress_queue_later(queue);
 }
 
 void BackendLibfabric::apply_pending_registrations() {
@@ -191,11 +287,11 @@ void BackendLibfabric::apply_pending_registrations() {
       watch_domain_fd(domain);
     }
   }
-  std::vector<std::weak_ptr<Connection>> connections;
-  connections.swap(m_pending_connection_fds);
-  for (const auto& weak : connections) {
-    if (const auto connection = weak.lock()) {
-      register_connection_fd(connection);
+  std::vector<std::weak_ptr<CompletionQueue>> queues;
+  queues.swap(m_pending_queue_fds);
+  for (const auto& weak : queues) {
+    if (const auto queue = weak.lock()) {
+      watch_queue_fd(queue);
     }
   }
 }
@@ -293,10 +389,14 @@ void BackendLibfabric::handle_eq_event(DomainContext& domain, std::uint32_t even
   case FI_SHUTDOWN:
     if (target.connection) {
       const std::shared_ptr<Connection>& connection = target.connection;
-      if (connection->state != Connection::State::closing && connection->cq) {
-        // Messages that arrived before the shutdown are delivered first.
+      if (connection->state != Connection::State::closing && connection->queue && !connection->queue->draining) {
+        // Messages that arrived before the shutdown are delivered first (with those of the other
+        // connections on the queue).
+        const std::shared_ptr<CompletionQueue> queue = connection->queue;
         std::size_t handled = 0;
-        drain_completions(connection, lock, handled);
+        queue->draining = true;
+        drain_completions(*queue, lock, handled);
+        queue->draining = false;
       }
       if (loss_notice(*connection) == CloseNotice::refused) {
         connect_attempt_failed(connection, "the peer closed the connection before it was established");

@@ -362,10 +362,8 @@ std::shared_ptr<Connection> BackendLibfabric::create_receiver(const std::shared_
     setup_send_slots(*connection, domain, slots);
 
     check(fi_endpoint(domain.domain.get(), const_cast<fi_info*>(&info), connection->ep.out(), nullptr), "fi_endpoint");
-    open_completion_queue(*connection, window + slots);
     check(fi_ep_bind(connection->ep.get(), domain.eq.fid_ptr(), 0), "fi_ep_bind (event queue)");
-    check(fi_ep_bind(connection->ep.get(), connection->cq.fid_ptr(), FI_TRANSMIT | FI_RECV),
-          "fi_ep_bind (completion queue)");
+    join_completion_queue(*connection, window + slots);
     check(fi_enable(connection->ep.get()), "fi_enable");
     for (std::size_t i = 0; i < window; ++i) {
       check(fi_recv(connection->ep.get(), connection->receive_buffers[i], connection->receive_buffer_size,
@@ -376,9 +374,8 @@ std::shared_ptr<Connection> BackendLibfabric::create_receiver(const std::shared_
     connection->credits_available_total = connection->window;
     connection->credits_sent_total = connection->window;
     connection->silence_limit_ticks = receiver_silence_limit(request.peer_timeout_ms);
-    connection->poll_budget = std::chrono::duration_cast<std::chrono::steady_clock::duration>(m_config.receive_poll);
   } catch (...) {
-    teardown_connection(*connection, false, nullptr);
+    teardown_connection(*connection, nullptr);
     wake_loop();
     throw;
   }
@@ -386,7 +383,7 @@ std::shared_ptr<Connection> BackendLibfabric::create_receiver(const std::shared_
   listener->accepted.insert(connection.get());
   m_fid_owners[connection->ep.fid_ptr()] = FidOwner{nullptr, connection};
   m_connections.emplace(connection.get(), connection);
-  register_connection_fd(connection);
+  m_setup_in_progress = true;
   ensure_progress_timer();
   return connection;
 }

@@ -1,9 +1,10 @@
 #pragma once
 
 // The objects of the libfabric backend (private): domains (fabric, domain, event queue),
-// listeners (passive endpoints) and connections (active endpoints with their completion queue,
-// registered memory and credit state). They are plain data; BackendLibfabric's control path
-// (ControlPath.cpp) creates and destroys them, its data path (DataPath.cpp) moves messages.
+// completion queues (shared by the connections of a domain and role), listeners (passive
+// endpoints) and connections (active endpoints with their registered memory and credit state).
+// They are plain data; BackendLibfabric's control path (ControlPath.cpp, Domain.cpp, Listener.cpp)
+// creates and destroys them, its data path (DataPath.cpp) moves messages.
 
 #include <atomic>
 #include <chrono>
@@ -41,6 +42,9 @@ inline constexpr std::size_t receiver_send_slots = 8;
 /// The most iovec entries handed to the provider in one send (the rest is copied).
 inline constexpr std::size_t max_iov_entries = 32;
 
+struct Connection;
+struct CompletionQueue;
+
 /// A fabric, a domain and the event queue of all endpoints opened in it. Shared by every endpoint of
 /// the backend whose fi_info names the same provider, fabric and domain.
 struct DomainContext {
@@ -58,6 +62,8 @@ struct DomainContext {
   std::uint64_t next_key{1};
   /// The provider progresses only when its queues are read (tcp): poll while work is outstanding.
   bool manual_progress{false};
+  /// Connections sharing one completion queue at most (see queue_member_limit in Domain.cpp).
+  std::size_t queue_member_limit{1};
   /// Registrations of the backend's shared pools in this domain (made when first needed).
   Registration shared_send;
   Registration shared_receive;
@@ -75,11 +81,12 @@ struct DomainContext {
   /// The fi_infos of passive endpoints closed in this domain, kept until the event queue closes:
   /// providers (tcp, sockets) read them when a request queued for the endpoint is read.
   std::vector<InfoPtr> retired_infos;
+  /// The completion queues of this domain's connections (both roles); closed by the loop once no
+  /// connection uses them, before the domain closes.
+  std::vector<std::shared_ptr<CompletionQueue>> queues;
 
   [[nodiscard]] std::uint64_t take_key() noexcept { return next_key++; }
 };
-
-struct Connection;
 
 /// A listen endpoint: a passive endpoint and the connections it accepted.
 struct Listener {
@@ -100,11 +107,65 @@ struct Listener {
 };
 
 /// What a completion-queue entry's context points to: provider scratch space first (FI_CONTEXT2),
-/// then which slot of which kind the operation used.
+/// then the connection and which slot of which kind the operation used (a queue is shared, so the
+/// entry names its connection).
 struct OperationContext {
   fi_context2 provider_scratch{};
+  Connection* connection{nullptr};
   enum class Kind : std::uint8_t { send, receive } kind{Kind::send};
   std::uint32_t index{0};
+};
+
+/// A completion queue shared by the connections of one domain and one role (send endpoints, or
+/// connections accepted by listeners): one wait fd in the event loop however many connections
+/// there are, and one read hands over the completions of all of them. Its entries name their
+/// connection (OperationContext::connection).
+struct CompletionQueue {
+  CompletionQueue(DomainContext& owner, bool receiving) : domain{&owner}, for_receivers{receiving} {}
+
+  DomainContext* domain; ///< outlives the queue (DomainContext::queues owns it)
+  bool for_receivers;    ///< accepted connections (true) or send endpoints (false)
+  FidHandle<fid_cq> cq{"completion queue"};
+  int fd{-1}; ///< the wait fd, or -1 (polled by the progress timer)
+  bool fd_registered{false};
+  /// Entries the queue holds; 0: no limit that matters (the provider keeps an overflow list, as
+  /// the tcp and sockets providers do). Otherwise the sum of the members' reservations never
+  /// exceeds it: an overrun queue (verbs) is fatal for every endpoint on it.
+  std::size_t capacity{0};
+  /// Entries the members may have outstanding at once (send slots plus posted receives).
+  std::size_t reserved{0};
+  /// Connections bound to it; at zero the loop closes it (run_deferred).
+  std::size_t members{0};
+  /// Sends of its members not completed yet (a provider with manual progress needs reads then).
+  std::size_t sends_outstanding{0};
+  /// Connections closed while bound to it. Their endpoints are closed, but entries they left in the
+  /// queue still point to them (and providers may add cancelled ones on fi_close); they are freed
+  /// once a read found the queue empty after they were put here.
+  std::vector<std::shared_ptr<Connection>> retired;
+
+  // --- reading it (DataPath.cpp) ----------------------------------------------------------------
+  /// The queue could not be put to sleep (fi_trywait said no): the progress timer polls it.
+  bool needs_poll{false};
+  /// The progress timer's tick during which the queue was last read (the timer skips queues that
+  /// the loop read anyway since its previous tick).
+  std::uint64_t serviced_tick{0};
+  /// The tick in which the progress timer last listed this queue to poll (one listing per tick).
+  std::uint64_t listed_tick{0};
+  /// The loop should read the queue again soon (completions left behind by the fairness budget, or
+  /// sends posted that a provider with manual progress only pushes out while its queue is read).
+  bool ready_again{false};
+  /// The loop thread is reading this queue.
+  bool draining{false};
+  /// Something was posted while draining: read the queue again before sleeping (manual progress).
+  bool posted_during_drain{false};
+  // --- receive polling (NetworkConfig::receive_poll; see BackendLibfabric::keep_polling) --------
+  /// How long the next wake-up that completes nothing is followed by polling (adaptive; 0: none).
+  std::chrono::steady_clock::duration poll_budget{};
+  /// While polling: when to give up and sleep on the queue's fd again.
+  std::chrono::steady_clock::time_point poll_deadline{};
+  /// The previous wake-up that completed nothing (decides when a budget of 0 grows again).
+  std::chrono::steady_clock::time_point last_empty_wake{};
+  bool polling{false};
 };
 
 /// One posted send and what to release when it completes.
@@ -159,9 +220,10 @@ struct Connection : std::enable_shared_from_this<Connection> {
   /// The fi_info the endpoint was made from, kept for its lifetime (see Listener::info).
   InfoPtr info;
   FidHandle<fid_ep> ep{"endpoint"};
-  FidHandle<fid_cq> cq{"completion queue"};
-  int cq_fd{-1}; ///< the completion queue's wait fd, or -1 (polled by the progress timer)
-  bool cq_fd_registered{false};
+  /// The completion queue it shares with the other connections of its domain and role.
+  std::shared_ptr<CompletionQueue> queue;
+  /// Entries this connection may leave in its queue at once (its share of CompletionQueue::reserved).
+  std::size_t queue_reservation{0};
   bool provider_connected{false}; ///< FI_CONNECTED seen on this side
   bool established_reported{false};
   CloseNotice close_notice{CloseNotice::none};
@@ -174,26 +236,8 @@ struct Connection : std::enable_shared_from_this<Connection> {
   ConnectionParameters params; ///< as given to open_send_endpoint, for the next attempt
   std::string trying;          ///< the numeric address of this attempt ("::1")
   std::string failed_attempts; ///< what became of the addresses tried before, for the log
-  /// The queue could not be put to sleep (fi_trywait said no): the progress timer polls it.
-  bool needs_poll{false};
-  /// The progress timer's tick during which the queue was last read (the timer skips queues that
-  /// the loop read anyway since its previous tick).
-  std::uint64_t serviced_tick{0};
-  /// The loop should read the queue again soon (completions left behind by the fairness budget, or
-  /// sends posted that a provider with manual progress only pushes out while its queue is read).
-  bool ready_again{false};
-  /// The loop thread is reading this connection's completion queue.
-  bool draining{false};
-  /// Something was posted while draining: read the queue again before sleeping (manual progress).
-  bool posted_during_drain{false};
-  // --- receive polling (NetworkConfig::receive_poll; see BackendLibfabric::keep_polling) --------
-  /// How long the next wake-up that completes nothing is followed by polling (adaptive; 0: none).
-  std::chrono::steady_clock::duration poll_budget{};
-  /// While polling: when to give up and sleep on the queue's fd again.
-  std::chrono::steady_clock::time_point poll_deadline{};
-  /// The previous wake-up that completed nothing (decides when a budget of 0 grows again).
-  std::chrono::steady_clock::time_point last_empty_wake{};
-  bool polling{false};
+  /// Had completions in the current read of its queue (their follow-up work runs after the read).
+  bool touched{false};
   std::size_t iov_limit{1};
 
   // --- peer_timeout: the keepalive timer's view (see BackendLibfabric::on_keepalive_timer) -----

@@ -188,6 +188,80 @@ TEST_P(Connections, OneBackendWithManySendEndpoints) {
   EXPECT_TRUE(problems.empty()) << join_lines(problems);
 }
 
+// Connections that come and go while others on the same backends keep sending. Backends share
+// completion machinery among their connections (libfabric: a completion queue per domain and role),
+// so a connection's end must not disturb the others: entries it leaves behind in a shared queue
+// are dropped, and the streams of the steady connections arrive whole and in order. Both ends
+// churn: the receiver accepts and loses connections while steady ones deliver, and one sender
+// closes and reopens an endpoint while its other endpoint streams.
+TEST_P(Connections, ConnectionsComeAndGoWhileOthersSend) {
+  const std::size_t rounds = count(40, 6);
+  constexpr std::size_t steady_senders = 3;
+  constexpr std::uint64_t steady_per_round = 3;
+  constexpr std::size_t max_payload = 1024;
+  auto shared_loop = std::make_shared<LoopThread>();
+  Node& receiver = make_node();
+  const EndPointAddress listening = receiver.listen(receive_params(max_payload, 4));
+  Node& other_receiver = make_node({}, shared_loop);
+  const EndPointAddress other_listening = other_receiver.listen(receive_params(max_payload, 4));
+
+  std::vector<Node*> steady;
+  std::vector<StreamSender> streams;
+  streams.reserve(steady_senders + 1);
+  for (std::size_t i = 0; i < steady_senders; ++i) {
+    steady.push_back(&make_node({}, shared_loop));
+    ASSERT_TRUE(steady.back()->connect(listening, send_params(max_payload, 2, nullptr))) << "steady sender " << i;
+    streams.emplace_back(*steady.back(), listening, static_cast<std::uint32_t>(5000 + i), std::span<std::uint8_t>{},
+                         max_payload);
+  }
+  // The churning sender streams to the other listener all along, over a second endpoint.
+  Node& churner = make_node({}, shared_loop);
+  AlignedMemory& region = make_region(8 * max_payload);
+  ASSERT_TRUE(churner.connect(other_listening, send_params(max_payload, 2, &region)));
+  streams.emplace_back(churner, other_listening, 5999U, region.span(), max_payload);
+  const ConnectionParameters churn_params = send_params(max_payload, 2, nullptr);
+
+  for (std::size_t round = 0; round < rounds; ++round) {
+    ASSERT_TRUE(churner.connect(listening, churn_params)) << "round " << round;
+    StreamSender churned{churner, listening, static_cast<std::uint32_t>(6000 + round), std::span<std::uint8_t>{},
+                         max_payload};
+    for (std::uint64_t seq = 0; seq < steady_per_round; ++seq) {
+      for (std::size_t i = 0; i < streams.size(); ++i) {
+        const SendMode mode = i == steady_senders ? all_send_modes[(round + seq) % all_send_modes.size()]
+                                                  : (i % 2 == 0 ? SendMode::CopySpan : SendMode::Buffered);
+        ASSERT_EQ(streams[i].send(mode, (round * 31U + seq * 7U + i) % max_payload), NetioStatus::OK)
+            << "stream " << i << " round " << round;
+      }
+      ASSERT_EQ(churned.send(SendMode::CopySpan, (round + seq) % max_payload), NetioStatus::OK) << "round " << round;
+    }
+    // Closed with its last messages possibly still in flight or in the queues.
+    churner.backend().close_send_endpoint(listening);
+    ASSERT_TRUE(churner.wait_closed(listening, round + 1)) << "round " << round;
+  }
+
+  for (std::size_t i = 0; i < steady_senders; ++i) {
+    const std::uint32_t stream = streams[i].stream();
+    ASSERT_TRUE(receiver.recorder().wait([&](const RecorderState& s) {
+      return s.stream_progress(stream) >= rounds * steady_per_round;
+    })) << "steady stream "
+        << i << ": " << receiver.recorder().data_errors_text();
+  }
+  const std::uint32_t churner_stream = streams[steady_senders].stream();
+  ASSERT_TRUE(other_receiver.recorder().wait([&](const RecorderState& s) {
+    return s.stream_progress(churner_stream) >= rounds * steady_per_round;
+  })) << other_receiver.recorder().data_errors_text();
+  // Every churned connection was accepted and reported closed at the receiver.
+  EXPECT_TRUE(receiver.recorder().wait([&](const RecorderState& s) { return s.closed.size() >= rounds; }))
+      << "the receiver reported " << receiver.recorder().inspect([](const RecorderState& s) { return s.closed.size(); })
+      << " of " << rounds << " closes";
+  EXPECT_EQ(receiver.recorder().data_error_count(), 0U) << receiver.recorder().data_errors_text();
+  EXPECT_EQ(other_receiver.recorder().data_error_count(), 0U) << other_receiver.recorder().data_errors_text();
+  // The steady endpoints are unharmed: they still send.
+  for (std::size_t i = 0; i < steady_senders; ++i) {
+    EXPECT_EQ(streams[i].send(SendMode::CopySpan, 10), NetioStatus::OK) << "steady stream " << i << " after the churn";
+  }
+}
+
 } // namespace
 
 NETIO3_INSTANTIATE_CONFORMANCE(Connections);
