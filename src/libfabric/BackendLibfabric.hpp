@@ -233,7 +233,7 @@ private:
   /// next address takes its place, or, with none left, it is refused (mutex held).
   void connect_attempt_failed(const std::shared_ptr<Connection>& connection, const std::string& why);
 
-  // --- DataPath.cpp -------------------------------------------------------------------------
+  // --- Completions.cpp ----------------------------------------------------------------------
   void on_cq_ready(const std::weak_ptr<CompletionQueue>& weak_queue);
   /// Reads and handles completions until the queue is empty and may sleep (or a budget runs out).
   void progress_queue(const std::shared_ptr<CompletionQueue>& queue, Lock& lock);
@@ -246,6 +246,8 @@ private:
   /// Follow-up work of the connections in m_touched after a read of their queue.
   void finish_touched(Lock& lock);
   void handle_cq_error(CompletionQueue& queue);
+
+  // --- DataPath.cpp -------------------------------------------------------------------------
   /// Handles one received message; false when the connection ended.
   bool handle_receive(Connection& connection, std::uint32_t index, std::size_t length, Lock& lock);
   bool post_receive(Connection& connection, std::uint32_t index);
