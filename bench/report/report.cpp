@@ -6,6 +6,9 @@
 //   bench-report summarize --in M.jsonl --dir RESULTS
 //       medians over the rounds; writes RESULTS/results.json, results.md and plots.gp (for gnuplot),
 //       and prints the goals with their ratios and PASS/MISS.
+//
+// Measurements of test "setup" (netio3-churn --json: connection set-up rate) have no message size
+// (size 0); they only appear in their own table, not as a size column.
 
 #include <algorithm>
 #include <cmath>
@@ -220,7 +223,9 @@ Summary summarize_lines(const std::string& path) {
     if (std::find(summary.system_order.begin(), summary.system_order.end(), key.system) == summary.system_order.end()) {
       summary.system_order.push_back(key.system);
     }
-    summary.sizes.insert(key.size);
+    if (key.test != "setup") {
+      summary.sizes.insert(key.size);
+    }
     ++summary.rounds[key];
     if (line.contains("all_arrived") && !line["all_arrived"].get<bool>()) {
       ++summary.failures[key];
@@ -228,7 +233,8 @@ Summary summarize_lines(const std::string& path) {
     }
     for (const char* field :
          {"messages_per_s", "mb_per_s", "one_way_median_us", "one_way_p99_us", "one_way_p999_us",
-          "allocations_per_message", "sender_allocations_per_message", "receiver_allocations_per_message"}) {
+          "allocations_per_message", "sender_allocations_per_message", "receiver_allocations_per_message",
+          "connections_per_s", "setup_mean_us", "fds_start", "fds_end", "rss_kib_start", "rss_kib_end"}) {
       if (line.contains(field) && line[field].is_number()) {
         values[key][field].push_back(line[field].get<double>());
       }
@@ -272,6 +278,19 @@ std::vector<Goal> goals() {
        "libfabric-msg-bw", "throughput", kSmall, "messages_per_s", 5.0, true},
       {"64 B, 1,000 connections aggregate vs 1 connection (TCP copy)", "netio3-tcp-copy-1000conn",
        "netio3-tcp-copy-unsafe", "throughput", kSmall, "messages_per_s", 0.8, true},
+      {"64 B, 1,000 connections aggregate vs 1 connection (TCP copy, SAFE)", "netio3-tcp-copy-safe-1000conn",
+       "netio3-tcp-copy-safe", "throughput", kSmall, "messages_per_s", 0.8, true},
+      {"64 B, 1,000 connections aggregate vs 1 connection (libfabric/tcp copy)", "netio3-libfabric-tcp-copy-1000conn",
+       "netio3-libfabric-tcp-copy", "throughput", kSmall, "messages_per_s", 0.8, true},
+      {"64 B, 1,000 connections aggregate vs 1 connection (libfabric/tcp copy, SAFE)",
+       "netio3-libfabric-tcp-copy-safe-1000conn", "netio3-libfabric-tcp-copy-safe", "throughput", kSmall,
+       "messages_per_s", 0.8, true},
+      {"64 B, 1,000 connections aggregate vs 1 connection (libfabric/tcp buffered)",
+       "netio3-libfabric-tcp-buffered-1000conn", "netio3-libfabric-tcp-buffered", "throughput", kSmall,
+       "messages_per_s", 0.8, true},
+      {"64 B, 1,000 connections aggregate vs 1 connection (libfabric/tcp buffered, SAFE)",
+       "netio3-libfabric-tcp-buffered-safe-1000conn", "netio3-libfabric-tcp-buffered-safe", "throughput", kSmall,
+       "messages_per_s", 0.8, true},
   };
 }
 
@@ -305,6 +324,53 @@ std::vector<Comparison> comparisons() {
       {"libfabric/tcp latency / fi_pingpong (mean), one-way (lower is better)", "netio3-libfabric-tcp-latency",
        "fi_pingpong", "latency", "one_way_median_us"},
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// connection set-up (netio3-churn --json, test "setup", size 0)
+
+/// The rows of the set-up table: which system measured which backend.
+struct SetupRow {
+  std::string system;
+  std::string what;
+};
+
+std::vector<SetupRow> setup_rows() {
+  return {
+      {"netio3-tcp-setup", "TCP backend (asyncmsg)"},
+      {"netio3-libfabric-tcp-setup", "libfabric backend, `tcp` provider"},
+  };
+}
+
+std::string whole_number(const std::optional<double>& value) {
+  return value ? std::to_string(std::llround(*value)) : std::string("–");
+}
+
+/// The set-up table as Markdown (empty when no set-up measurement ran).
+std::string setup_section(const Summary& summary) {
+  std::ostringstream rows;
+  for (const SetupRow& row : setup_rows()) {
+    const auto per_s = summary.get(row.system, "setup", 0, "connections_per_s");
+    if (!per_s) {
+      continue;
+    }
+    const auto get = [&](const char* field) { return summary.get(row.system, "setup", 0, field); };
+    rows << "| " << row.system << " | " << row.what << " | " << rate(*per_s) << " | "
+         << (get("setup_mean_us") ? number(*get("setup_mean_us")) : std::string("–")) << " | "
+         << whole_number(get("fds_start")) << " → " << whole_number(get("fds_end")) << " | "
+         << whole_number(get("rss_kib_start")) << " → " << whole_number(get("rss_kib_end")) << " |\n";
+  }
+  if (rows.str().empty()) {
+    return {};
+  }
+  return "\n## Connection set-up (open to established), connections/s, medians\n\n"
+         "netio3-churn: one process opens a send endpoint to one listener, waits until both ends report it "
+         "established, closes it, waits for the close at both ends, and repeats; the rate is connections per second "
+         "of the time from `open_send_endpoint` to the sender's established callback. Open file descriptors and "
+         "resident set of the process before the first cycle and after the last.\n\n"
+         "| system | backend | connections/s | mean set-up, µs | fds start → end | RSS KiB start → end |\n"
+         "|---|---|---:|---:|---:|---:|\n" +
+         rows.str();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -643,6 +709,8 @@ int summarize(const std::string& in_path, const std::string& dir, const std::str
       }
     }
 
+    md << setup_section(summary);
+
     md << "\n## Ratios netio3 / peer (medians)\n\n| comparison |";
     for (const std::size_t size : summary.sizes) {
       md << ' ' << size_label(size) << " |";
@@ -730,6 +798,13 @@ int summarize(const std::string& in_path, const std::string& dir, const std::str
          << value_text << " | < 0.01 | " << verdict << " |\n";
       std::cout << "  " << verdict << "  " << value_text << " allocations/message (target < 0.01)  No heap allocation "
                 << "per message in steady state\n";
+    }
+    // The set-up rates are no goal: printed for the record.
+    for (const SetupRow& row : setup_rows()) {
+      if (const auto per_s = summary.get(row.system, "setup", 0, "connections_per_s")) {
+        std::cout << "  set-up (open to established), " << row.system << ": " << rate(*per_s)
+                  << " connections/s (median; no goal)\n";
+      }
     }
   }
   const std::string main_md = md.str();

@@ -7,7 +7,11 @@
 // time from open_send_endpoint to the sender's on_connection_established_cb.
 //
 //   netio3-churn [--backend libfabric|asyncmsg] [--provider tcp|verbs|sockets] [--address A]
-//                [--cycles N] [--report-every K] [--timeout-ms T]
+//                [--cycles N] [--report-every K] [--timeout-ms T] [--json]
+//
+// --json prints only one JSON object line at the end instead of the table (bench/compare reads it):
+// system, test "setup", size 0, connections_per_s, setup_mean_us, cycles, seconds, and fds_start,
+// fds_end, rss_kib_start, rss_kib_end (before the first cycle and after the last).
 //
 // Exit status: 0 when every cycle completed; 1 when one failed (refused, or no event within the
 // timeout: the message says which and in which cycle); 2 for bad arguments.
@@ -15,6 +19,7 @@
 #include <netio3/EpollEventLoop.hpp>
 #include <netio3/Netio3Backend.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -22,6 +27,7 @@
 #include <dirent.h>
 #include <exception>
 #include <fstream>
+#include <iomanip>
 #include <iostream>
 #include <memory>
 #include <mutex>
@@ -132,12 +138,13 @@ struct Options {
   std::size_t cycles{10000};
   std::size_t report_every{1000};
   std::chrono::milliseconds timeout{10000};
+  bool json{false};
 };
 
 [[noreturn]] void usage(const std::string& problem) {
   std::cerr << "netio3-churn: " << problem
             << "\nusage: netio3-churn [--backend libfabric|asyncmsg] [--provider tcp|verbs|sockets] [--address A]"
-               " [--cycles N] [--report-every K] [--timeout-ms T]\n";
+               " [--cycles N] [--report-every K] [--timeout-ms T] [--json]\n";
   std::exit(2);
 }
 
@@ -160,6 +167,10 @@ Options parse(int argc, char** argv) {
     const std::string& name = arguments[i];
     if (name == "--help" || name == "-h") {
       usage("connection churn against one listener");
+    }
+    if (name == "--json") {
+      options.json = true;
+      continue;
     }
     if (i + 1 >= arguments.size()) {
       usage(name + " needs a value");
@@ -219,20 +230,35 @@ int run(const Options& options) {
   send_params.buf_size = 1024;
   send_params.num_buf = 2;
 
-  std::cout << "netio3-churn: "
-            << (options.backend == NetworkType::LIBFABRIC ? "libfabric/" + options.provider : std::string{"asyncmsg"})
-            << ", " << options.cycles << " open/close cycles against " << listening.to_string() << "\n"
-            << "cycle\tfds\trss_kib\tsetup_per_s\tcycles_per_s\n";
+  const std::string backend_name =
+      options.backend == NetworkType::LIBFABRIC ? "libfabric/" + options.provider : std::string{"asyncmsg"};
+  if (!options.json) {
+    std::cout << "netio3-churn: " << backend_name << ", " << options.cycles << " open/close cycles against "
+              << listening.to_string() << "\n"
+              << "cycle\tfds\trss_kib\tsetup_per_s\tcycles_per_s\n";
+  }
   Clock::duration setup_total{};
   Clock::duration setup_interval{};
   auto interval_start = Clock::now();
   const auto run_start = interval_start;
+  std::size_t fds_start = 0;
+  std::size_t rss_kib_start = 0;
+  std::size_t fds_end = 0;
+  std::size_t rss_kib_end = 0;
   const auto report = [&](std::size_t cycle, std::size_t in_interval) {
     const double interval_s = std::chrono::duration<double>(Clock::now() - interval_start).count();
     const double setup_s = std::chrono::duration<double>(setup_interval).count();
-    std::cout << cycle << '\t' << open_descriptors() << '\t' << resident_kib() << '\t'
-              << (setup_s > 0 ? static_cast<double>(in_interval) / setup_s : 0.0) << '\t'
-              << (interval_s > 0 ? static_cast<double>(in_interval) / interval_s : 0.0) << std::endl;
+    fds_end = open_descriptors();
+    rss_kib_end = resident_kib();
+    if (cycle == 0) {
+      fds_start = fds_end;
+      rss_kib_start = rss_kib_end;
+    }
+    if (!options.json) {
+      std::cout << cycle << '\t' << fds_end << '\t' << rss_kib_end << '\t'
+                << (setup_s > 0 ? static_cast<double>(in_interval) / setup_s : 0.0) << '\t'
+                << (interval_s > 0 ? static_cast<double>(in_interval) / interval_s : 0.0) << std::endl;
+    }
     interval_start = Clock::now();
     setup_interval = {};
   };
@@ -266,9 +292,20 @@ int run(const Options& options) {
   }
   const double total_s = std::chrono::duration<double>(Clock::now() - run_start).count();
   const double setup_s = std::chrono::duration<double>(setup_total).count();
+  const double connections_per_s = static_cast<double>(options.cycles) / setup_s;
+  const double setup_mean_us = setup_s * 1e6 / static_cast<double>(options.cycles);
+  if (options.json) {
+    std::string system = "netio3-churn-" + backend_name;
+    std::replace(system.begin(), system.end(), '/', '-');
+    std::cout << std::fixed << std::setprecision(3) << R"({"system":")" << system
+              << R"(","test":"setup","size":0,"connections_per_s":)" << connections_per_s << R"(,"setup_mean_us":)"
+              << setup_mean_us << R"(,"cycles":)" << options.cycles << R"(,"seconds":)" << total_s << R"(,"fds_start":)"
+              << fds_start << R"(,"fds_end":)" << fds_end << R"(,"rss_kib_start":)" << rss_kib_start
+              << R"(,"rss_kib_end":)" << rss_kib_end << "}" << std::endl;
+    return 0;
+  }
   std::cout << "done: " << options.cycles << " cycles in " << total_s << " s; set-up (open to established) "
-            << static_cast<double>(options.cycles) / setup_s << " connections/s, mean "
-            << setup_s * 1e6 / static_cast<double>(options.cycles) << " us" << std::endl;
+            << connections_per_s << " connections/s, mean " << setup_mean_us << " us" << std::endl;
   return 0;
 }
 
