@@ -6,9 +6,10 @@
 /// "Waiting instead of retrying").
 ///
 /// A `SAFE` sender that gets `NetioStatus::NO_RESOURCES` may block its own thread until the endpoint
-/// can take the next message (or, buffered, until `get_buffer` can return a buffer), instead of retrying in a loop that takes the processor the event-loop
-/// thread needs to free that room. The loop wakes waiters when completions free room, when the
-/// endpoint is established and when it closes; a send that does not wait pays nothing for it.
+/// can take the next message (or, buffered, until `get_buffer` can return a buffer), instead of
+/// retrying in a loop that takes the processor the event-loop thread needs to free that room. The
+/// loop wakes waiters when completions free room or return buffers, when the endpoint is
+/// established and when it closes; a send that does not wait pays nothing for it.
 /// Loop-thread senders (either model) use `NetworkConfig::on_send_space_cb` instead.
 
 #include <cstdint>

@@ -352,8 +352,10 @@ NetioStatus BackendAsyncmsg::send_buffer(const EndPointAddress& address, Network
     }
     written = sent > 0 ? static_cast<std::size_t>(sent) : 0;
     if (written == frame) {
-      if (pool->release(index)) { // buffered sends report nothing: the buffer is free again
-        buffer_returned_locked(connection); // the pool had none free: someone may want this one
+      // Buffered sends report nothing: the buffer is free again. If the pool had none free, a
+      // waiter or a refused get_buffer may want this one.
+      if (pool->release(index)) {
+        buffer_returned_locked(connection);
       }
       note_send();
       return NetioStatus::OK;
@@ -439,8 +441,8 @@ void BackendAsyncmsg::service(SendConnection& connection) {
       }
       if (connection.pool != nullptr && connection.pool == m_shared_send_pool.get()) {
         shared_buffers_back = m_shared_buffer_wanted.load(std::memory_order_relaxed);
-      } else if (connection.buffer_wanted && connection.state == ConnectionState::established &&
-                 !connection.broken && connection.pool->available() > 0) {
+      } else if (connection.buffer_wanted && connection.state == ConnectionState::established && !connection.broken &&
+                 connection.pool->available() > 0) {
         connection.buffer_wanted = false;
         buffer_again = !connection.user_closed.load(std::memory_order_relaxed);
       }
