@@ -565,8 +565,8 @@ TEST_P(SendWait, CloseWakesBufferWaiterWithoutTheLoop) {
     }
   }};
   loop_blocked.get_future().wait();
-  auto waiter = std::async(std::launch::async,
-                           [&] { return sender.backend().wait_for_buffer(taken.listening, long_wait()); });
+  auto waiter =
+      std::async(std::launch::async, [&] { return sender.backend().wait_for_buffer(taken.listening, long_wait()); });
   std::this_thread::sleep_for(20ms); // let it start waiting (the result is the same if it has not)
   sender.backend().close_send_endpoint(taken.listening);
   const bool returned = waiter.wait_for(test_environment().deadline / 2) == std::future_status::ready;
@@ -614,11 +614,33 @@ TEST_P(SendWait, BufferWaitTimeoutsAndMisuse) {
   const EndPointAddress unbuffered_listening = taken.receiver->listen(receive_params(1024, 4));
   ASSERT_TRUE(sender.connect(unbuffered_listening, send_params(1024, 0, nullptr)));
   EXPECT_THROW(static_cast<void>(backend.wait_for_buffer(unbuffered_listening, long_wait())), NoBuffersAllocated);
-  // Sending a held buffer gives it back once sent: the wait ends with READY, and get_buffer works.
+  // Sending a held buffer gives it back once sent, which ends a wait in progress. The wait starts
+  // while the loop thread is blocked, so that the buffer comes back after it began (with the
+  // completion the loop drains, or at once from a direct write): without a wake-up it would hang.
   ASSERT_FALSE(taken.held.empty());
+  std::promise<void> release_loop;
+  std::shared_future<void> loop_released = release_loop.get_future().share();
+  std::promise<void> loop_blocked;
+  std::thread blocker{[&] {
+    try {
+      sender.loop_thread().run_on_loop([&] {
+        loop_blocked.set_value();
+        loop_released.wait_for(long_wait());
+      });
+    } catch (const std::runtime_error&) {
+      // run_on_loop's own deadline passed: the assertions below report what went wrong.
+    }
+  }};
+  loop_blocked.get_future().wait();
+  auto waiter = std::async(std::launch::async, [&] { return backend.wait_for_buffer(taken.listening, long_wait()); });
+  std::this_thread::sleep_for(20ms); // let it start waiting (the result is the same if it has not)
   fill_message(*taken.held.front(), 1, 0, 100);
-  ASSERT_EQ(backend.send_buffer(taken.listening, taken.held.front()), NetioStatus::OK);
-  EXPECT_EQ(backend.wait_for_buffer(taken.listening, long_wait()), WaitStatus::READY);
+  const NetioStatus sent = backend.send_buffer(taken.listening, taken.held.front());
+  release_loop.set_value();
+  blocker.join();
+  ASSERT_EQ(sent, NetioStatus::OK);
+  ASSERT_EQ(waiter.wait_for(long_wait()), std::future_status::ready) << "the buffer waiter hangs";
+  EXPECT_EQ(waiter.get(), WaitStatus::READY);
   EXPECT_NE(backend.get_buffer(taken.listening), nullptr);
   ASSERT_TRUE(taken.receiver->recorder().wait([](const RecorderState& s) { return s.stream_progress(1) >= 1; }));
 }
