@@ -439,10 +439,11 @@ void BackendAsyncmsg::service(SendConnection& connection) {
         connection.space_wanted = false;
         space_again = !connection.user_closed.load(std::memory_order_relaxed);
       }
-      if (connection.pool != nullptr && connection.pool == m_shared_send_pool.get()) {
+      BufferPool* const pool = connection.pool; // null: opened without buffers
+      if (pool != nullptr && pool == m_shared_send_pool.get()) {
         shared_buffers_back = m_shared_buffer_wanted.load(std::memory_order_relaxed);
-      } else if (connection.buffer_wanted && connection.state == ConnectionState::established && !connection.broken &&
-                 connection.pool->available() > 0) {
+      } else if (pool != nullptr && connection.buffer_wanted && connection.state == ConnectionState::established &&
+                 !connection.broken && pool->available() > 0) {
         connection.buffer_wanted = false;
         buffer_again = !connection.user_closed.load(std::memory_order_relaxed);
       }
