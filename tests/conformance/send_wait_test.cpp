@@ -648,9 +648,11 @@ TEST_P(SendWait, BufferWaitTimeoutsAndMisuse) {
 // No lost wake-up for buffers: three threads share one buffer and one message of room, and wait
 // after every refusal, so the returns of the buffer (by the loop after a completion, or at once by
 // the thread whose send wrote it) race the waiters' checks thousands of times. A lost wake-up makes
-// a wait time out (long_wait), which fails the test (or ctest's timeout ends it).
+// a wait time out (long_wait), which fails the test (or ctest's timeout ends it). The receiver is
+// paused until every thread has waited for the buffer once: a direct write over TCP returns the
+// buffer within microseconds, so without the pause a run may never find it taken.
 TEST_P(SendWait, NoLostWakeUpForBuffers) {
-  constexpr std::size_t payload = 100;
+  constexpr std::size_t payload = 4096;
   constexpr std::uint32_t threads = 3;
   const std::size_t messages = count(3000, 200);
   Node& receiver = make_node();
@@ -662,7 +664,10 @@ TEST_P(SendWait, NoLostWakeUpForBuffers) {
     streams.push_back(std::make_unique<StreamSender>(sender, listening, t, std::span<std::uint8_t>{}, payload));
   }
   std::atomic<std::size_t> buffer_waits{0};
+  std::atomic<std::uint32_t> threads_waited{0};
+  receiver.recorder().pause_data(true);
   auto send_all = [&](StreamSender& stream) -> std::string {
+    bool counted = false;
     while (stream.sent() < messages) {
       const NetioStatus status = stream.try_send(SendMode::Buffered, payload);
       if (status == NetioStatus::OK) {
@@ -675,6 +680,10 @@ TEST_P(SendWait, NoLostWakeUpForBuffers) {
       if (stream.has_pending_buffer()) {
         waited = sender.backend().wait_for_send_space(listening, message_header_size + payload, long_wait());
       } else {
+        if (!counted) {
+          counted = true;
+          threads_waited.fetch_add(1);
+        }
         buffer_waits.fetch_add(1);
         waited = sender.backend().wait_for_buffer(listening, long_wait());
       }
@@ -688,6 +697,14 @@ TEST_P(SendWait, NoLostWakeUpForBuffers) {
   for (std::uint32_t t = 0; t < threads; ++t) {
     results.push_back(std::async(std::launch::async, [&, t] { return send_all(*streams[t]); }));
   }
+  const auto until = deadline_from_now();
+  while (threads_waited.load() < threads && std::chrono::steady_clock::now() < until &&
+         std::any_of(results.begin(), results.end(), [](const std::future<std::string>& result) {
+           return result.wait_for(0s) != std::future_status::ready;
+         })) {
+    std::this_thread::sleep_for(1ms);
+  }
+  receiver.recorder().pause_data(false);
   for (std::uint32_t t = 0; t < threads; ++t) {
     ASSERT_EQ(results[t].wait_for(long_wait()), std::future_status::ready) << "thread " << t << " hangs";
     EXPECT_EQ(results[t].get(), "") << "thread " << t;
