@@ -471,7 +471,9 @@ TEST_P(SendWait, SendSpaceCallbackOnTheLoop) {
 
 // Four threads send buffered streams over one endpoint with two buffers: get_buffer's nullptr is
 // followed by wait_for_buffer, send_buffer's NO_RESOURCES by wait_for_send_space. The receiver is
-// paused at first, so buffers run out and threads wait. Everything arrives, in order per stream.
+// paused at first, until every thread has waited or finished (a long pause ended the connection,
+// probably by TCP_USER_TIMEOUT), so buffers run out and threads wait. Everything arrives, in order
+// per stream.
 TEST_P(SendWait, SeveralThreadsWaitForBuffersOnOneEndpoint) {
   constexpr std::size_t threads = 4;
   constexpr std::size_t max_payload = 8U << 10U;
@@ -503,14 +505,16 @@ TEST_P(SendWait, SeveralThreadsWaitForBuffersOnOneEndpoint) {
         if (status != NetioStatus::NO_RESOURCES) {
           return "send returned " + std::string{to_string(status)};
         }
+        // A thread that holds a refused buffer waits for room, the others for a buffer: with two
+        // buffers, not every thread can wait for one while the receiver is paused.
+        if (!counted) {
+          counted = true;
+          waiting_threads.fetch_add(1);
+        }
         WaitStatus waited{};
         if (stream.has_pending_buffer()) {
           waited = sender.backend().wait_for_send_space(listening, message_header_size + payload, long_wait());
         } else {
-          if (!counted) {
-            counted = true;
-            waiting_threads.fetch_add(1);
-          }
           buffer_waits.fetch_add(1);
           waited = sender.backend().wait_for_buffer(listening, long_wait());
         }
@@ -518,10 +522,13 @@ TEST_P(SendWait, SeveralThreadsWaitForBuffersOnOneEndpoint) {
           return "wait after message " + std::to_string(stream.sent()) + " returned " + std::string{to_string(waited)};
         }
       }
+      if (!counted) {
+        waiting_threads.fetch_add(1); // done without a wait: the pause must not wait for it
+      }
       return {};
     }));
   }
-  // Let the threads run out of buffers while the receiver is paused (or finish).
+  // Let every thread wait while the receiver is paused (or finish).
   const auto until = deadline_from_now();
   while (waiting_threads.load() < threads && std::chrono::steady_clock::now() < until &&
          std::any_of(results.begin(), results.end(), [](const std::future<std::string>& result) {
@@ -649,8 +656,9 @@ TEST_P(SendWait, BufferWaitTimeoutsAndMisuse) {
 // after every refusal, so the returns of the buffer (by the loop after a completion, or at once by
 // the thread whose send wrote it) race the waiters' checks thousands of times. A lost wake-up makes
 // a wait time out (long_wait), which fails the test (or ctest's timeout ends it). The receiver is
-// paused until every thread has waited for the buffer once: a direct write over TCP returns the
-// buffer within microseconds, so without the pause a run may never find it taken.
+// paused until every thread has waited once or finished (a long pause ended the connection,
+// probably by TCP_USER_TIMEOUT): a direct write over TCP returns the buffer within microseconds, so
+// without the pause a run may never find it taken.
 TEST_P(SendWait, NoLostWakeUpForBuffers) {
   constexpr std::size_t payload = 4096;
   constexpr std::uint32_t threads = 3;
@@ -676,20 +684,24 @@ TEST_P(SendWait, NoLostWakeUpForBuffers) {
       if (status != NetioStatus::NO_RESOURCES) {
         return "send returned " + std::string{to_string(status)};
       }
+      // The thread that holds the refused buffer waits for room, the others for the buffer.
+      if (!counted) {
+        counted = true;
+        threads_waited.fetch_add(1);
+      }
       WaitStatus waited{};
       if (stream.has_pending_buffer()) {
         waited = sender.backend().wait_for_send_space(listening, message_header_size + payload, long_wait());
       } else {
-        if (!counted) {
-          counted = true;
-          threads_waited.fetch_add(1);
-        }
         buffer_waits.fetch_add(1);
         waited = sender.backend().wait_for_buffer(listening, long_wait());
       }
       if (waited != WaitStatus::READY) {
         return "wait returned " + std::string{to_string(waited)} + " after " + std::to_string(stream.sent());
       }
+    }
+    if (!counted) {
+      threads_waited.fetch_add(1); // done without a wait: the pause must not wait for it
     }
     return {};
   };
