@@ -11,9 +11,9 @@
 ///   that message (`MESSAGE_TOO_LARGE`, `OUTSIDE_REGISTERED_REGION`, `INVALID_ARGUMENT`) or of the
 ///   connection (`FAILED`). Set-up and tear-down calls throw (`Exceptions.hpp`) instead. Only
 ///   set-up calls may wait: to resolve a host name, or (`SAFE`, from another thread) for the loop
-///   thread to apply them; and the explicit waits `wait_for_send_space` and
-///   `wait_for_completed_sends` (`SAFE`, never on the loop thread), which a sender calls after
-///   `NO_RESOURCES` instead of retrying (`SendWait.hpp`).
+///   thread to apply them; and the explicit waits `wait_for_send_space`,
+///   `wait_for_completed_sends` and `wait_for_buffer` (`SAFE`, never on the loop thread), which a
+///   sender calls after `NO_RESOURCES` (or a nullptr `get_buffer`) instead of retrying (`SendWait.hpp`).
 /// - **Callbacks** run on the event-loop thread only, one at a time, never inside the call that
 ///   caused them (`NetworkConfig.hpp`).
 /// - **Memory of a send**: `send_data_copy` copies before it returns; `send_data` (zero-copy) reads
@@ -59,7 +59,7 @@ namespace netio3 {
 ///
 /// Destruction closes every endpoint without invoking callbacks. It must not happen inside one of
 /// the backend's own callbacks; the loop may be running in another thread. Threads blocked in
-/// `wait_for_send_space` or `wait_for_completed_sends` are woken first and return
+/// `wait_for_send_space`, `wait_for_completed_sends` or `wait_for_buffer` are woken first and return
 /// `WaitStatus::CLOSED`; the destructor returns only after they left the backend. (Starting a wait,
 /// or any other call, once destruction has begun is undefined, as for every object.)
 class NetworkBackend {
@@ -149,6 +149,8 @@ public:
 
   /// A free buffer of the endpoint's pool (or of the shared pool), or nullptr when none is free
   /// right now (or the connection is not established yet). See `NetworkBuffer` for ownership.
+  /// After nullptr: `wait_for_buffer` (application threads, `SAFE`) or `NetworkConfig::on_send_space_cb`
+  /// (the loop thread) say when to ask again.
   /// @throws UnknownSendEndpoint if the send endpoint does not exist
   /// @throws NoBuffersAllocated if the endpoint was opened without buffers
   virtual NetworkBuffer* get_buffer(const EndPointAddress& address) = 0;
@@ -183,7 +185,8 @@ public:
   /// (the send then returns `MESSAGE_TOO_LARGE`). Wake-ups come from the loop thread when completions
   /// free room, when the endpoint is established, and at once when it is closed from any thread, by
   /// the peer, or the backend is destroyed. A send that does not wait pays nothing for this. Buffered
-  /// endpoints: waits for room in the send queue, not for a free buffer of `get_buffer`.
+  /// endpoints: waits for room in the send queue, not for a free buffer of `get_buffer` (that is
+  /// `wait_for_buffer`).
   /// @param address the send endpoint, as given to `open_send_endpoint`
   /// @param message_size header data plus data of the message to send next, in bytes
   /// @param timeout how long to wait at most; zero only looks; `std::chrono::milliseconds::max()`
@@ -225,6 +228,35 @@ public:
   /// @throws UnsupportedConfiguration if the backend does not implement waiting (this default)
   virtual WaitStatus wait_for_completed_sends(const EndPointAddress& address, std::uint64_t after_count,
                                               std::chrono::milliseconds timeout);
+
+  /// netio3 addition (`SAFE` only): blocks the calling thread, without spinning, until
+  /// `get_buffer(address)` can return a buffer (the connection is established, a buffer of the
+  /// endpoint's pool, or of the shared pool, is free and, where the backend counts them, the receiver
+  /// has granted room for one more message), the endpoint closes, or `timeout` passes. Meant for the
+  /// buffered sender that just got nullptr:
+  /// @code
+  /// NetworkBuffer* buffer = nullptr;
+  /// while ((buffer = backend.get_buffer(address)) == nullptr) {
+  ///   if (backend.wait_for_buffer(address, std::chrono::seconds{1}) != WaitStatus::READY) {
+  ///     break; // closed, or no buffer for a second
+  ///   }
+  /// }
+  /// @endcode
+  /// `READY` is a snapshot: another thread (or another endpoint of the shared pool) may take the
+  /// buffer first; `get_buffer` then returns nullptr again: wait again. Wake-ups come from the loop
+  /// thread when send completions return buffers (or grant room), when the endpoint is established,
+  /// from the thread whose send returned a buffer at once, and at once when the endpoint is closed
+  /// from any thread, by the peer, or the backend is destroyed. A send that does not wait pays
+  /// nothing for this. Loop-thread senders use `NetworkConfig::on_send_space_cb`, which is also
+  /// called after a refused `get_buffer`.
+  /// @param address the send endpoint, as given to `open_send_endpoint`
+  /// @param timeout as for `wait_for_send_space`
+  /// @return READY, TIMED_OUT, CLOSED (also when there is no send endpoint to `address`),
+  ///         ON_LOOP_THREAD or NOT_THREAD_SAFE, as `wait_for_send_space`
+  /// @throws std::invalid_argument if `timeout` is negative
+  /// @throws NoBuffersAllocated if the endpoint was opened without buffers (no buffer would ever come)
+  /// @throws UnsupportedConfiguration if the backend does not implement waiting (this default)
+  virtual WaitStatus wait_for_buffer(const EndPointAddress& address, std::chrono::milliseconds timeout);
 
   /// Builds the backend `type` with `config` on `evloop`.
   /// @throws UnsupportedConfiguration if this build does not contain the backend or it cannot do

@@ -80,11 +80,14 @@ using OnConnectionRefusedCb = std::function<void(const EndPointAddress& address)
 /// it: their buffer silently returns to the pool.
 using OnSendCompletedCb = std::function<void(const EndPointAddress& address, std::uint64_t key)>;
 /// netio3 addition: an endpoint that returned `NO_RESOURCES` for lack of room (send queue, credits,
-/// send slots, bounce buffers) has room again for the message that was refused. Called on the loop
-/// thread once per such refusal streak (the next refusal arms it again), so that loop-thread senders
-/// (`UNSAFE`, or `SAFE` senders inside callbacks) resume without a timer. Not called for a refusal
-/// because the endpoint is not established yet (`on_connection_established_cb` says when), nor after
-/// the endpoint closed. Threads other than the loop's wait with `NetworkBackend::wait_for_send_space`.
+/// send slots, bounce buffers) has room again for the message that was refused, or an endpoint whose
+/// `get_buffer` returned nullptr (no free buffer, or no room granted by the receiver) can return a
+/// buffer again. Called on the loop thread once per such refusal streak (the next refusal arms it
+/// again; a refused send and a refused `get_buffer` of one endpoint are armed separately, and each
+/// is called for), so that loop-thread senders (`UNSAFE`, or `SAFE` senders inside callbacks) resume
+/// without a timer. Not called for a refusal because the endpoint is not established yet
+/// (`on_connection_established_cb` says when), nor after the endpoint closed. Threads other than the
+/// loop's wait with `NetworkBackend::wait_for_send_space` or `NetworkBackend::wait_for_buffer`.
 using OnSendSpaceCb = std::function<void(const EndPointAddress& address)>;
 /// netio3 addition: asked on the loop thread before an incoming connection is accepted. Return
 /// false to reject it (the peer sees `on_connection_refused_cb`). Unset: accept all.

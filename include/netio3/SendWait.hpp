@@ -1,13 +1,15 @@
 #pragma once
 
 /// @file
-/// Waiting for room to send, instead of retrying: the result of `NetworkBackend::wait_for_send_space`
-/// and `NetworkBackend::wait_for_completed_sends` (docs/guide.md, "Waiting instead of retrying").
+/// Waiting for room to send, instead of retrying: the result of `NetworkBackend::wait_for_send_space`,
+/// `NetworkBackend::wait_for_completed_sends` and `NetworkBackend::wait_for_buffer` (docs/guide.md,
+/// "Waiting instead of retrying").
 ///
 /// A `SAFE` sender that gets `NetioStatus::NO_RESOURCES` may block its own thread until the endpoint
-/// can take the next message, instead of retrying in a loop that takes the processor the event-loop
-/// thread needs to free that room. The loop wakes waiters when completions free room, when the
-/// endpoint is established and when it closes; a send that does not wait pays nothing for it.
+/// can take the next message (or, buffered, until `get_buffer` can return a buffer), instead of
+/// retrying in a loop that takes the processor the event-loop thread needs to free that room. The
+/// loop wakes waiters when completions free room or return buffers, when the endpoint is
+/// established and when it closes; a send that does not wait pays nothing for it.
 /// Loop-thread senders (either model) use `NetworkConfig::on_send_space_cb` instead.
 
 #include <cstdint>
@@ -16,7 +18,8 @@
 
 namespace netio3 {
 
-/// Outcome of a wait of `NetworkBackend::wait_for_send_space` or `wait_for_completed_sends`.
+/// Outcome of a wait of `NetworkBackend::wait_for_send_space`, `wait_for_completed_sends` or
+/// `wait_for_buffer`.
 enum class WaitStatus : std::uint8_t {
   READY,           ///< What was waited for is there: retry the send now (another thread may take the
                    ///< room first; then the send returns `NO_RESOURCES` again and the caller waits again).

@@ -351,7 +351,52 @@ NetworkBuffer* BackendAsyncmsg::get_buffer(const EndPointAddress& address) {
   if (connection.state != ConnectionState::established || connection.broken || connection.user_closed) {
     return nullptr;
   }
-  return connection.pool->acquire(); // the pool lives as long as the connection
+  NetworkBuffer* const buffer = connection.pool->acquire(); // the pool lives as long as the connection
+  if (buffer == nullptr) {
+    note_buffer_refused_locked(connection);
+  }
+  return buffer;
+}
+
+void BackendAsyncmsg::buffer_returned_locked(SendConnection& connection) {
+  m_send_wait.notify(); // after the pool's lock: see wait_for_buffer
+  const bool shared = connection.pool == m_shared_send_pool.get();
+  if (connection.buffer_wanted || (shared && m_shared_buffer_wanted.load(std::memory_order_relaxed))) {
+    request_service_locked(connection); // service() calls on_send_space_cb on the loop thread
+  }
+}
+
+void BackendAsyncmsg::call_back_shared_buffer_waiters() {
+  // Cleared before the look, so that a refusal during it arms the next one.
+  m_shared_buffer_wanted.store(false, std::memory_order_relaxed);
+  m_buffer_ready.clear();
+  {
+    const std::shared_lock map_lock{m_map_mutex};
+    for (const auto& [address, sender] : m_send_endpoints) {
+      if (sender->pool != m_shared_send_pool.get()) {
+        continue; // its own pool: its own service() calls it back
+      }
+      const std::lock_guard lock{sender->mutex};
+      if (!sender->buffer_wanted) {
+        continue;
+      }
+      if (sender->state == ConnectionState::established && !sender->broken && !sender->user_closed &&
+          sender->pool->available() > 0) {
+        sender->buffer_wanted = false;
+        m_buffer_ready.push_back(sender);
+      } else {
+        m_shared_buffer_wanted.store(true, std::memory_order_relaxed); // still waiting
+      }
+    }
+  }
+  // Indexed, and without the locks: the callbacks may open or close endpoints.
+  for (std::size_t i = 0; i < m_buffer_ready.size(); ++i) {
+    const std::shared_ptr<SendConnection> ready = m_buffer_ready[i];
+    if (!ready->user_closed.load(std::memory_order_relaxed)) {
+      invoke("on_send_space", m_config.on_send_space_cb, ready->address);
+    }
+  }
+  m_buffer_ready.clear();
 }
 
 std::size_t BackendAsyncmsg::get_num_available_buffers(const EndPointAddress& address) {
@@ -414,6 +459,34 @@ WaitStatus BackendAsyncmsg::wait_for_send_space(const EndPointAddress& address, 
       return WaitStatus::READY; // (too large: the send says MESSAGE_TOO_LARGE at once)
     }
     return std::nullopt;
+  });
+}
+
+WaitStatus BackendAsyncmsg::wait_for_buffer(const EndPointAddress& address, std::chrono::milliseconds timeout) {
+  detail::SendWaitHub::check_timeout("asyncmsg: wait_for_buffer", timeout);
+  std::shared_ptr<SendConnection> held;
+  if (const auto early = wait_precheck(address, held)) {
+    return *early;
+  }
+  SendConnection& connection = *held;
+  if (connection.pool == nullptr) {
+    throw NoBuffersAllocated("asyncmsg: wait_for_buffer: the send endpoint to " + address.to_string() +
+                             " was opened without buffers (num_buf == 0 and no shared send pool)");
+  }
+  // get_buffer's conditions. Buffers come back under the pool's lock and the notice follows (the
+  // loop's in service(), a direct write's in buffer_returned_locked, a close's in
+  // close_send_connection): a probe that found none free came before that release, so the notice
+  // sees this waiter (core/SendWait.hpp).
+  return m_send_wait.wait(timeout, "asyncmsg: wait_for_buffer", [&]() -> std::optional<WaitStatus> {
+    const std::lock_guard lock{connection.mutex};
+    if (m_shutting_down.load(std::memory_order_relaxed) || connection.state == ConnectionState::closed ||
+        connection.broken || connection.user_closed.load(std::memory_order_relaxed)) {
+      return WaitStatus::CLOSED;
+    }
+    if (connection.state != ConnectionState::established) {
+      return std::nullopt; // the established notice wakes us
+    }
+    return connection.pool->available() > 0 ? std::optional<WaitStatus>{WaitStatus::READY} : std::nullopt;
   });
 }
 

@@ -75,6 +75,7 @@ public:
   WaitStatus wait_for_send_space(const EndPointAddress& address, std::size_t message_size,
                                  std::chrono::milliseconds timeout) override;
   std::uint64_t completed_sends(const EndPointAddress& address) override;
+  WaitStatus wait_for_buffer(const EndPointAddress& address, std::chrono::milliseconds timeout) override;
   WaitStatus wait_for_completed_sends(const EndPointAddress& address, std::uint64_t after_count,
                                       std::chrono::milliseconds timeout) override;
 
@@ -202,6 +203,21 @@ private:
       connection.space_wanted_bytes = frame;
     }
   }
+  /// get_buffer found no free buffer: remember it for on_send_space_cb (mutex held).
+  void note_buffer_refused_locked(SendConnection& connection) noexcept {
+    if (m_notify_space) {
+      connection.buffer_wanted = true;
+      if (connection.pool == m_shared_send_pool.get()) {
+        m_shared_buffer_wanted.store(true, std::memory_order_relaxed);
+      }
+    }
+  }
+  /// A send returned its buffer at once to a pool that had none free (mutex held): wakes
+  /// wait_for_buffer's waiters, and has the loop call on_send_space_cb for a refused get_buffer.
+  void buffer_returned_locked(SendConnection& connection);
+  /// On the loop after buffers of the shared pool came back: on_send_space_cb for every endpoint
+  /// of the shared pool whose get_buffer was refused and that could now get a buffer.
+  void call_back_shared_buffer_waiters();
   /// The common checks of the waiting calls: UNSAFE, loop thread, or the connection to wait on
   /// (null: CLOSED).
   [[nodiscard]] std::optional<WaitStatus> wait_precheck(const EndPointAddress& address,
@@ -214,8 +230,13 @@ private:
   const bool m_use_data_from;
   /// on_send_space_cb is set: refusals for lack of room are remembered.
   const bool m_notify_space;
-  /// Threads in wait_for_send_space / wait_for_completed_sends (core/SendWait.hpp).
+  /// Threads in wait_for_send_space / wait_for_completed_sends / wait_for_buffer (core/SendWait.hpp).
   mutable detail::SendWaitHub m_send_wait;
+  /// An endpoint of the shared pool has `buffer_wanted` set: the loop looks at all of them when
+  /// shared buffers come back. Set by senders (their connection's mutex held), cleared by the loop.
+  std::atomic<bool> m_shared_buffer_wanted{false};
+  /// (loop) The endpoints call_back_shared_buffer_waiters calls back, kept so that its capacity is reused.
+  std::vector<std::shared_ptr<SendConnection>> m_buffer_ready;
   std::atomic<bool> m_shutting_down{false};
 
   /// Guards the endpoint maps.

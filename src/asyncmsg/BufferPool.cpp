@@ -60,13 +60,15 @@ void BufferPool::cancel_send(std::size_t index) {
   m_states[index] = State::handed_out;
 }
 
-void BufferPool::release(std::size_t index) {
+bool BufferPool::release(std::size_t index) {
   const std::lock_guard lock{m_mutex};
   if (m_states[index] != State::in_flight) {
-    return; // defensive: never push an index twice
+    return false; // defensive: never push an index twice
   }
+  const bool was_empty = m_free.empty();
   m_states[index] = State::free;
   m_free.push_back(index);
+  return was_empty;
 }
 
 std::uint8_t* BufferPool::frame(std::size_t index, std::uint32_t payload) noexcept {

@@ -39,8 +39,9 @@ public:
   [[nodiscard]] bool start_send(const NetworkBuffer& buffer);
   /// In flight -> handed out again (a send that was not accepted after all).
   void cancel_send(std::size_t index);
-  /// In flight -> free.
-  void release(std::size_t index);
+  /// In flight -> free. Returns true when no buffer was free before: only then may a thread wait
+  /// for one (wait_for_buffer) or a refused get_buffer want one, so only then must the caller say so.
+  bool release(std::size_t index);
   /// The frame (header room followed by the first `payload` bytes of the buffer) of buffer `index`;
   /// writes the frame header.
   [[nodiscard]] std::uint8_t* frame(std::size_t index, std::uint32_t payload) noexcept;

@@ -120,6 +120,9 @@ struct SendConnection : std::enable_shared_from_this<SendConnection> {
   /// message of `space_wanted_bytes` (framing included) fits again.
   bool space_wanted{false};
   std::size_t space_wanted_bytes{0}; ///< (M)
+  /// (M) get_buffer returned nullptr on the established endpoint while on_send_space_cb is set: the
+  /// loop calls it once get_buffer could return a buffer (armed apart from `space_wanted`).
+  bool buffer_wanted{false};
 
   /// Which of `queues` senders append to (M; written by the loop thread only, so the loop reads it
   /// without the mutex).

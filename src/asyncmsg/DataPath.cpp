@@ -352,7 +352,11 @@ NetioStatus BackendAsyncmsg::send_buffer(const EndPointAddress& address, Network
     }
     written = sent > 0 ? static_cast<std::size_t>(sent) : 0;
     if (written == frame) {
-      pool->release(index); // buffered sends report nothing: the buffer is free again
+      // Buffered sends report nothing: the buffer is free again. If the pool had none free, a
+      // waiter or a refused get_buffer may want this one.
+      if (pool->release(index)) {
+        buffer_returned_locked(connection);
+      }
       note_send();
       return NetioStatus::OK;
     }
@@ -423,14 +427,25 @@ void BackendAsyncmsg::service(SendConnection& connection) {
     bool want_write_interest = false;
     bool again = false;
     bool space_again = false;
+    bool buffer_again = false;
+    bool shared_buffers_back = false;
     {
       const std::lock_guard lock{connection.mutex};
-      // Room may have been freed: waiting senders look again (under this lock, see SendWait.hpp).
+      // Room or buffers (deliver_completions) may have been freed: waiting senders look again
+      // (under this lock, see SendWait.hpp; buffers: wait_for_buffer).
       m_send_wait.notify();
       if (connection.space_wanted && connection.state == ConnectionState::established && !connection.broken &&
           connection.would_accept(connection.space_wanted_bytes)) {
         connection.space_wanted = false;
         space_again = !connection.user_closed.load(std::memory_order_relaxed);
+      }
+      BufferPool* const pool = connection.pool; // null: opened without buffers
+      if (pool != nullptr && pool == m_shared_send_pool.get()) {
+        shared_buffers_back = m_shared_buffer_wanted.load(std::memory_order_relaxed);
+      } else if (pool != nullptr && connection.buffer_wanted && connection.state == ConnectionState::established &&
+                 !connection.broken && pool->available() > 0) {
+        connection.buffer_wanted = false;
+        buffer_again = !connection.user_closed.load(std::memory_order_relaxed);
       }
       if (connection.state != ConnectionState::established || connection.broken) {
         // Closed, or a sender's write failed meanwhile. (After close_send_endpoint the loop goes on
@@ -469,6 +484,12 @@ void BackendAsyncmsg::service(SendConnection& connection) {
     }
     if (space_again) {
       invoke("on_send_space", m_config.on_send_space_cb, connection.address);
+    }
+    if (buffer_again && !connection.user_closed.load(std::memory_order_relaxed)) { // (the call above may close)
+      invoke("on_send_space", m_config.on_send_space_cb, connection.address);
+    }
+    if (shared_buffers_back) {
+      call_back_shared_buffer_waiters();
     }
     if (!again) {
       return;

@@ -25,4 +25,9 @@ WaitStatus NetworkBackend::wait_for_completed_sends(const EndPointAddress& addre
                                  "): this backend cannot wait for completed sends");
 }
 
+WaitStatus NetworkBackend::wait_for_buffer(const EndPointAddress& address, std::chrono::milliseconds /*timeout*/) {
+  throw UnsupportedConfiguration("wait_for_buffer(" + address.to_string() +
+                                 "): this backend cannot wait for a free buffer");
+}
+
 } // namespace netio3

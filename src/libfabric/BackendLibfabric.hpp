@@ -82,6 +82,7 @@ public:
   WaitStatus wait_for_send_space(const EndPointAddress& address, std::size_t message_size,
                                  std::chrono::milliseconds timeout) override;
   std::uint64_t completed_sends(const EndPointAddress& address) override;
+  WaitStatus wait_for_buffer(const EndPointAddress& address, std::chrono::milliseconds timeout) override;
   WaitStatus wait_for_completed_sends(const EndPointAddress& address, std::uint64_t after_count,
                                       std::chrono::milliseconds timeout) override;
 
@@ -265,9 +266,17 @@ private:
   /// `status` came from a send of `message_size` bytes: a refusal for lack of room on an
   /// established connection is remembered for on_send_space_cb. Returns `status`.
   NetioStatus note_refusal(Connection& connection, NetioStatus status, std::size_t message_size) const noexcept;
+  /// True when get_buffer would return a buffer now: established, a credit, and a free buffer of
+  /// the endpoint's pool (or the shared pool).
+  [[nodiscard]] bool has_buffer(const Connection& connection) const noexcept;
+  /// get_buffer refused `connection` (established): remembered for on_send_space_cb. Returns nullptr.
+  NetworkBuffer* note_buffer_refusal(Connection& connection) noexcept;
   /// After completions or credits (lock held): wakes waiting senders and calls on_send_space_cb
-  /// when a refused message fits again (loop thread).
+  /// when a refused message fits again or a refused get_buffer could return a buffer (loop thread).
   void room_changed(Connection& connection, Lock& lock);
+  /// Part of room_changed: on_send_space_cb for the endpoints whose get_buffer was refused and that
+  /// could now get a buffer (all that wait for the shared pool, when `connection` uses it).
+  void buffers_returned(Connection& connection, Lock& lock);
   /// Common checks of the waiting calls (UNSAFE, loop thread).
   [[nodiscard]] std::optional<WaitStatus> wait_precheck() const;
   /// True when [data, data + size) lies in the endpoint's zero-copy region.
@@ -289,8 +298,13 @@ private:
   std::string m_provider;
   mutable OptionalMutex m_mutex;
   bool m_shutting_down{false};
-  /// Threads in wait_for_send_space / wait_for_completed_sends (core/SendWait.hpp).
+  /// Threads in wait_for_send_space / wait_for_completed_sends / wait_for_buffer (core/SendWait.hpp).
   detail::SendWaitHub m_send_wait;
+  /// A shared-pool endpoint has `buffer_wanted` set: buffers returned by any shared-pool endpoint
+  /// make room_changed look at all of them.
+  bool m_shared_buffer_wanted{false};
+  /// (loop) The endpoints buffers_returned calls back, kept so that its capacity is reused.
+  std::vector<std::shared_ptr<Connection>> m_buffer_ready;
 
   std::unordered_map<std::string, std::shared_ptr<DomainContext>> m_domains;
   std::unordered_map<EndPointAddress, std::shared_ptr<Connection>> m_senders;

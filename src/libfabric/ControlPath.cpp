@@ -419,6 +419,7 @@ void BackendLibfabric::teardown_connection(Connection& connection, std::vector<s
   connection.unacked_count = 0;
   if (connection.uses_shared_send_pool && m_shared_send_pool) {
     m_shared_send_pool->reclaim(&connection);
+    m_send_wait.notify(); // the reclaimed buffers may end other endpoints' wait_for_buffer
   }
   if (m_shared_receive_pool) {
     for (const std::uint32_t index : connection.shared_receive_indices) {

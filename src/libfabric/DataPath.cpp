@@ -289,12 +289,15 @@ NetworkBuffer* BackendLibfabric::get_buffer(const EndPointAddress& address) {
   if (pool == nullptr) {
     throw NoBuffersAllocated("send endpoint to " + address.to_string() + " was opened without buffers");
   }
-  if (connection.state != Connection::State::established || connection.credits() == 0) {
-    return nullptr;
+  if (connection.state != Connection::State::established) {
+    return nullptr; // on_connection_established_cb says when (and wakes wait_for_buffer)
+  }
+  if (connection.credits() == 0) {
+    return note_buffer_refusal(connection);
   }
   NetworkBuffer* buffer = pool->take(&connection);
   connection.pool_min_free = std::min(connection.pool_min_free, pool->free_count());
-  return buffer;
+  return buffer != nullptr ? buffer : note_buffer_refusal(connection);
 }
 
 NetioStatus BackendLibfabric::send_buffer(const EndPointAddress& address, NetworkBuffer* buffer) {
@@ -499,12 +502,67 @@ NetioStatus BackendLibfabric::note_refusal(Connection& connection, NetioStatus s
   return status;
 }
 
+bool BackendLibfabric::has_buffer(const Connection& connection) const noexcept {
+  const SendBufferPool* pool = pool_of(connection);
+  return pool != nullptr && connection.state == Connection::State::established && connection.credits() > 0 &&
+         pool->free_count() > 0;
+}
+
+NetworkBuffer* BackendLibfabric::note_buffer_refusal(Connection& connection) noexcept {
+  if (m_config.on_send_space_cb) {
+    connection.buffer_wanted = true;
+    m_shared_buffer_wanted = m_shared_buffer_wanted || connection.uses_shared_send_pool;
+  }
+  return nullptr;
+}
+
 void BackendLibfabric::room_changed(Connection& connection, Lock& lock) {
-  m_send_wait.notify(); // under the lock the waiters' probes take
+  // Under the lock the waiters' probes take. Buffers come back in release_slot and credits in
+  // handle_receive, both in the completions drained before this call: wait_for_buffer's waiters too.
+  m_send_wait.notify();
   if (connection.space_wanted && !m_shutting_down && has_room(connection, connection.space_wanted_bytes)) {
     connection.space_wanted = false;
     call_user(lock, "on_send_space_cb", [&] { m_config.on_send_space_cb(connection.address); });
   }
+  if (connection.uses_shared_send_pool ? m_shared_buffer_wanted : connection.buffer_wanted) {
+    buffers_returned(connection, lock);
+  }
+}
+
+void BackendLibfabric::buffers_returned(Connection& connection, Lock& lock) {
+  if (m_shutting_down) {
+    return;
+  }
+  if (!connection.uses_shared_send_pool) {
+    if (has_buffer(connection)) {
+      connection.buffer_wanted = false;
+      call_user(lock, "on_send_space_cb", [&] { m_config.on_send_space_cb(connection.address); });
+    }
+    return;
+  }
+  // A buffer of the shared pool that this endpoint's completion returned may be the one another
+  // endpoint's get_buffer was refused: look at every endpoint that waits for one (only while some do).
+  m_shared_buffer_wanted = false;
+  m_buffer_ready.clear();
+  for (const auto& [address, sender] : m_senders) {
+    if (!sender->buffer_wanted) {
+      continue;
+    }
+    if (has_buffer(*sender)) {
+      sender->buffer_wanted = false;
+      m_buffer_ready.push_back(sender);
+    } else {
+      m_shared_buffer_wanted = true; // still waiting (no credit, or the buffers went to others)
+    }
+  }
+  // Indexed, and without holding the lock in the callbacks: they may open or close endpoints.
+  for (std::size_t i = 0; i < m_buffer_ready.size(); ++i) {
+    const std::shared_ptr<Connection> ready = m_buffer_ready[i];
+    if (ready->state == Connection::State::established) {
+      call_user(lock, "on_send_space_cb", [&] { m_config.on_send_space_cb(ready->address); });
+    }
+  }
+  m_buffer_ready.clear();
 }
 
 } // namespace netio3::libfabric

@@ -304,6 +304,9 @@ struct Connection : std::enable_shared_from_this<Connection> {
   /// message of `space_wanted_bytes` fits again.
   bool space_wanted{false};
   std::size_t space_wanted_bytes{0};
+  /// get_buffer returned nullptr on the established endpoint while on_send_space_cb is set: the loop
+  /// calls it once get_buffer could return a buffer (armed apart from `space_wanted`).
+  bool buffer_wanted{false};
 
   [[nodiscard]] std::uint32_t credits() const noexcept { return credits_granted_total - messages_sent_total; }
 };

@@ -1,11 +1,13 @@
-// The waits of an application thread for room and for completed sends (include/netio3/SendWait.hpp;
-// the hub: core/SendWait.hpp). What wakes them is on the data path: room_changed and
-// deliver_completed_keys in DataPath.cpp.
+// The waits of an application thread for room, for completed sends and for a free buffer
+// (include/netio3/SendWait.hpp; the hub: core/SendWait.hpp). What wakes them is on the data path:
+// room_changed and deliver_completed_keys in DataPath.cpp.
 
 #include <chrono>
 #include <optional>
+#include <string>
 
 #include "libfabric/BackendLibfabric.hpp"
+#include "netio3/Exceptions.hpp"
 
 namespace netio3::libfabric {
 
@@ -40,6 +42,28 @@ WaitStatus BackendLibfabric::wait_for_send_space(const EndPointAddress& address,
       return WaitStatus::READY; // (too large: the send says MESSAGE_TOO_LARGE at once)
     }
     return std::nullopt;
+  });
+}
+
+WaitStatus BackendLibfabric::wait_for_buffer(const EndPointAddress& address, std::chrono::milliseconds timeout) {
+  detail::SendWaitHub::check_timeout("libfabric: wait_for_buffer", timeout);
+  if (const auto early = wait_precheck()) {
+    return *early;
+  }
+  // The same conditions as get_buffer's; woken by room_changed (buffers and credits come back with
+  // completions), the established notice, closes, and the reclaim of a closed endpoint's shared buffers.
+  return m_send_wait.wait(timeout, "libfabric: wait_for_buffer", [&]() -> std::optional<WaitStatus> {
+    const Lock lock{m_mutex};
+    const auto found = m_senders.find(address);
+    if (m_shutting_down || found == m_senders.end() || found->second->state == Connection::State::closing) {
+      return WaitStatus::CLOSED;
+    }
+    const Connection& connection = *found->second;
+    if (pool_of(connection) == nullptr) {
+      throw NoBuffersAllocated("libfabric: wait_for_buffer: the send endpoint to " + address.to_string() +
+                               " was opened without buffers");
+    }
+    return has_buffer(connection) ? std::optional<WaitStatus>{WaitStatus::READY} : std::nullopt;
   });
 }
 

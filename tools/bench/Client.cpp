@@ -109,28 +109,6 @@ std::vector<ReplyHost> reply_listen_hosts(const ServerHostFamilies& families) {
   return hosts;
 }
 
-/// Buffered mode only: waits for a buffer of the pool with a growing pause (spin briefly, then
-/// yield, then sleep). There is no wait for a free buffer in the API (wait_for_send_space waits for
-/// room in the send queue); every other mode blocks in wait_for_send_space instead.
-class BufferBackoff {
-public:
-  void wait() {
-    ++m_rounds;
-    if (m_rounds < 16) {
-      return;
-    }
-    if (m_rounds < 256) {
-      std::this_thread::yield();
-      return;
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds{20});
-  }
-  void reset() noexcept { m_rounds = 0; }
-
-private:
-  unsigned m_rounds{0};
-};
-
 } // namespace
 
 Client::Client(ClientOptions options) : m_options{std::move(options)} {
@@ -203,11 +181,18 @@ void Client::start() {
   config.on_send_completed_cb = [this](const EndPointAddress&, std::uint64_t) {
     // Only the loop thread writes the counter: a plain load and store, no locked instruction.
     m_completions.store(m_completions.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    if (m_options.backend.threads == ThreadSafetyModel::UNSAFE && m_waiting_for_completion) {
-      m_waiting_for_completion = false;
-      m_pump_signal.fire();
-    }
   };
+  if (m_options.backend.threads == ThreadSafetyModel::UNSAFE) {
+    // The loop-thread sender resumes when an endpoint that refused it (a send, or get_buffer) has
+    // room or a buffer again: no timer, no polling. Each refusal arms the notice of its endpoint,
+    // so a pump that moved nothing has armed one for every connection it tried.
+    config.on_send_space_cb = [this](const EndPointAddress&) {
+      if (m_waiting_for_space) {
+        m_waiting_for_space = false;
+        on_pump_signal();
+      }
+    };
+  }
   m_backend = NetworkBackend::create(m_options.backend.backend, config, m_loop);
 
   m_task_signal = m_loop->create_signal([this] {
@@ -221,12 +206,6 @@ void Client::start() {
     }
   });
   m_pump_signal = m_loop->create_signal([this] { on_pump_signal(); });
-  m_fallback_timer = m_loop->create_timer([this] {
-    if (m_waiting_for_completion) {
-      m_waiting_for_completion = false;
-      on_pump_signal();
-    }
-  });
   m_progress_enabled = !m_options.quiet && isatty(STDERR_FILENO) == 1;
   if (m_progress_enabled) {
     m_progress_timer = m_loop->create_timer([this] { on_progress_timer(); });
@@ -315,7 +294,6 @@ void Client::stop() noexcept {
   // The loop is not running: closing from this thread is allowed in either model.
   m_backend.reset();
   m_progress_timer.reset();
-  m_fallback_timer.reset();
   m_pump_signal.reset();
   m_task_signal.reset();
 }
@@ -416,7 +394,7 @@ void Client::prepare_run(std::size_t size, std::uint32_t run_id) {
   m_sent.store(0);
   m_no_resources = 0;
   m_completions.store(0);
-  m_waiting_for_completion = false;
+  m_waiting_for_space = false;
   m_pings_sent = 0;
   m_pings_wanted = latency ? total : 0;
   m_pings_warmup = m_warm_count;
@@ -545,9 +523,8 @@ void Client::run_throughput() {
     return;
   }
   // SAFE: this application thread sends while the loop thread runs the I/O. When nothing moved,
-  // it blocks in the backend until the connection that refused last has room (with several
-  // connections only briefly: another one may have room first).
-  BufferBackoff backoff;
+  // it blocks in the backend until the connection that refused last has room or a free buffer
+  // (with several connections only briefly: another one may have room first).
   const auto give_up = Clock::now() + wait_limit;
   const std::chrono::milliseconds wait_step{m_connections.size() > 1 ? 1 : 100};
   while (m_done_connections < m_connections.size()) {
@@ -555,19 +532,26 @@ void Client::run_throughput() {
       wait_for("the sender to finish", std::chrono::milliseconds{0}, [] { return true; });
     }
     m_refused = nullptr;
-    if (pump()) {
-      backoff.reset();
-    } else {
+    if (!pump()) {
       if (Clock::now() > give_up) {
         throw std::runtime_error("the sender made no progress before the time limit");
       }
-      if (m_options.mode == SendMode::Buffered || m_refused == nullptr) {
-        backoff.wait();
+      if (m_refused == nullptr) {
+        std::this_thread::yield(); // nothing was refused, yet nothing moved: look again
       } else {
-        // CLOSED: the next pump reports the failed send.
-        static_cast<void>(m_backend->wait_for_send_space(m_refused->address, m_refused_size, wait_step));
+        wait_after_refusal(*m_refused, m_refused_size, m_refused_buffer, wait_step);
       }
     }
+  }
+}
+
+void Client::wait_after_refusal(const Connection& connection, std::size_t size, bool no_buffer,
+                                std::chrono::milliseconds timeout) {
+  // CLOSED or TIMED_OUT: the next attempt reports the failed send or tries again.
+  if (no_buffer) {
+    static_cast<void>(m_backend->wait_for_buffer(connection.address, timeout));
+  } else {
+    static_cast<void>(m_backend->wait_for_send_space(connection.address, size, timeout));
   }
 }
 
@@ -611,6 +595,7 @@ NetioStatus Client::send_data_message(Connection& connection, MessageKind kind) 
     if (connection.buffer == nullptr) {
       connection.buffer = m_backend->get_buffer(connection.address);
       if (connection.buffer == nullptr) {
+        m_no_buffer = true; // for the wait: a free buffer, not room
         return NetioStatus::NO_RESOURCES;
       }
       connection.buffer->set_pos(0);
@@ -659,6 +644,7 @@ NetioStatus Client::send_control(Connection& connection, std::span<const std::ui
     }
     buffer = m_backend->get_buffer(connection.address);
     if (buffer == nullptr) {
+      m_no_buffer = true; // for the wait: a free buffer, not room
       return NetioStatus::NO_RESOURCES;
     }
   }
@@ -783,6 +769,7 @@ void Client::on_pump_signal() {
   if (m_done_connections == m_connections.size()) {
     return;
   }
+  m_refused = nullptr;
   const bool progress = pump();
   if (m_done_connections == m_connections.size()) {
     const std::lock_guard lock(m_mutex);
@@ -793,13 +780,13 @@ void Client::on_pump_signal() {
   if (m_failed.load(std::memory_order_relaxed)) {
     return;
   }
-  if (progress || m_options.mode == SendMode::Buffered) {
-    // Buffered sends report no completion: keep polling through the loop, which also lets the
-    // backend write and read between two pump calls.
+  if (progress) {
+    // Through the loop, which lets the backend write and read between two pump calls.
     m_pump_signal.fire();
+  } else if (m_refused == nullptr) {
+    m_pump_signal.fire(); // nothing was refused, yet nothing moved: look again
   } else {
-    m_waiting_for_completion = true;
-    m_fallback_timer.start_once(std::chrono::milliseconds{1});
+    m_waiting_for_space = true; // on_send_space_cb resumes (every refusal of this pump armed it)
   }
 }
 
@@ -824,18 +811,12 @@ void Client::run_latency() {
     if (!more) {
       break;
     }
-    BufferBackoff backoff;
     m_ping_sent_at = Clock::now();
     while (!send_next_ping()) {
       if (m_failed.load()) {
         break;
       }
-      if (m_options.mode == SendMode::Buffered) {
-        backoff.wait();
-      } else {
-        static_cast<void>(
-            m_backend->wait_for_send_space(m_connections.front().address, m_size, std::chrono::milliseconds{100}));
-      }
+      wait_after_refusal(m_connections.front(), m_size, m_ping_refused_buffer, std::chrono::milliseconds{100});
     }
     std::uint64_t pongs = m_pongs.load(std::memory_order_acquire);
     while (pongs <= expected) {
@@ -875,8 +856,11 @@ bool Client::send_next_ping() {
   if (m_options.backend.threads == ThreadSafetyModel::UNSAFE) {
     m_ping_sent_at = Clock::now();
   }
+  m_no_buffer = false;
   const NetioStatus status = send_data_message(connection, MessageKind::Ping);
   m_ping_pending = status == NetioStatus::NO_RESOURCES;
+  m_ping_refused_buffer = m_no_buffer;
+  m_no_buffer = false;
   if (status == NetioStatus::OK) {
     ++m_pings_sent;
     note_sent(1);
@@ -885,8 +869,7 @@ bool Client::send_next_ping() {
   if (status == NetioStatus::NO_RESOURCES) {
     ++m_no_resources;
     if (m_options.backend.threads == ThreadSafetyModel::UNSAFE) {
-      m_fallback_timer.start_once(std::chrono::microseconds{50});
-      m_waiting_for_completion = true;
+      m_waiting_for_space = true; // on_send_space_cb resumes through on_pump_signal
     }
     return false;
   }

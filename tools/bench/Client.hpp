@@ -107,7 +107,6 @@ private:
   std::thread m_loop_thread;
   EventSignalHandle m_task_signal;
   EventSignalHandle m_pump_signal;
-  EventTimerHandle m_fallback_timer;
   EventTimerHandle m_progress_timer;
   bool m_progress_enabled{false};
   std::atomic<bool> m_progress_active{false};
@@ -158,16 +157,28 @@ private:
   std::uint64_t m_allocations_at_end{0};
   std::atomic<std::uint64_t> m_sent{0};
   std::uint64_t m_no_resources{0};
-  /// SAFE throughput: the connection that refused a send in the last pump (null: none), and the
-  /// size of what it refused, for wait_for_send_space.
+  /// Throughput: the connection that refused a send in the last pump (null: none), the size
+  /// of what it refused, for wait_for_send_space, and whether the refusal was get_buffer's nullptr,
+  /// for wait_for_buffer.
   Connection* m_refused{nullptr};
   std::size_t m_refused_size{0};
+  bool m_refused_buffer{false};
+  /// Set by the send call that just returned NO_RESOURCES because get_buffer returned nullptr;
+  /// taken by note_refused.
+  bool m_no_buffer{false};
   void note_refused(Connection& connection, std::size_t size) noexcept {
     m_refused = &connection;
     m_refused_size = size;
+    m_refused_buffer = m_no_buffer;
+    m_no_buffer = false;
   }
+  /// Waits after a refused send of `size` bytes on `connection` (SAFE): for a free buffer after
+  /// get_buffer's nullptr, else for room. CLOSED or a timeout: the next attempt reports it.
+  void wait_after_refusal(const Connection& connection, std::size_t size, bool no_buffer,
+                          std::chrono::milliseconds timeout);
   std::atomic<std::uint64_t> m_completions{0};
-  bool m_waiting_for_completion{false};
+  /// UNSAFE: the sender made no progress and waits for on_send_space_cb (loop thread only).
+  bool m_waiting_for_space{false};
 
   // Latency runs.
   std::vector<std::uint64_t> m_round_trips_ns;
@@ -177,6 +188,7 @@ private:
   std::uint64_t m_pings_warmup{0};
   Clock::time_point m_ping_sent_at{};
   bool m_ping_pending{false};            ///< A ping was refused for backpressure and waits for a retry.
+  bool m_ping_refused_buffer{false};     ///< That refusal was get_buffer's nullptr (buffered mode).
   std::atomic<std::uint64_t> m_pongs{0}; ///< Pongs received; UINT64_MAX when the run failed.
 };
 
