@@ -448,8 +448,7 @@ WaitStatus BackendAsyncmsg::wait_for_send_space(const EndPointAddress& address, 
       message_size > max_frame_payload ? max_frame_payload + frame_header_size : frame_header_size + message_size;
   return m_send_wait.wait(timeout, "asyncmsg: wait_for_send_space", [&]() -> std::optional<WaitStatus> {
     const std::lock_guard lock{connection.mutex};
-    if (m_shutting_down.load(std::memory_order_relaxed) || connection.state == ConnectionState::closed ||
-        connection.broken || connection.user_closed.load(std::memory_order_relaxed)) {
+    if (ended_for_waiters(connection)) {
       return WaitStatus::CLOSED;
     }
     if (connection.state != ConnectionState::established) {
@@ -460,6 +459,11 @@ WaitStatus BackendAsyncmsg::wait_for_send_space(const EndPointAddress& address, 
     }
     return std::nullopt;
   });
+}
+
+bool BackendAsyncmsg::ended_for_waiters(const SendConnection& connection) const noexcept {
+  return m_shutting_down.load(std::memory_order_relaxed) || connection.state == ConnectionState::closed ||
+         connection.broken || connection.user_closed.load(std::memory_order_relaxed);
 }
 
 WaitStatus BackendAsyncmsg::wait_for_buffer(const EndPointAddress& address, std::chrono::milliseconds timeout) {
@@ -479,8 +483,7 @@ WaitStatus BackendAsyncmsg::wait_for_buffer(const EndPointAddress& address, std:
   // sees this waiter (core/SendWait.hpp).
   return m_send_wait.wait(timeout, "asyncmsg: wait_for_buffer", [&]() -> std::optional<WaitStatus> {
     const std::lock_guard lock{connection.mutex};
-    if (m_shutting_down.load(std::memory_order_relaxed) || connection.state == ConnectionState::closed ||
-        connection.broken || connection.user_closed.load(std::memory_order_relaxed)) {
+    if (ended_for_waiters(connection)) {
       return WaitStatus::CLOSED;
     }
     if (connection.state != ConnectionState::established) {
@@ -513,8 +516,7 @@ WaitStatus BackendAsyncmsg::wait_for_completed_sends(const EndPointAddress& addr
       return WaitStatus::READY;
     }
     const std::lock_guard lock{connection.mutex};
-    if (m_shutting_down.load(std::memory_order_relaxed) || connection.state == ConnectionState::closed ||
-        connection.broken || connection.user_closed.load(std::memory_order_relaxed)) {
+    if (ended_for_waiters(connection)) {
       return WaitStatus::CLOSED;
     }
     return std::nullopt;

@@ -222,6 +222,9 @@ private:
   /// (null: CLOSED).
   [[nodiscard]] std::optional<WaitStatus> wait_precheck(const EndPointAddress& address,
                                                         std::shared_ptr<SendConnection>& connection) const;
+  /// A waiter on `connection` returns CLOSED: the backend shuts down or the connection ended
+  /// (its mutex held by the caller).
+  [[nodiscard]] bool ended_for_waiters(const SendConnection& connection) const noexcept;
   /// True on the loop thread inside one of this backend's event handlers.
   [[nodiscard]] bool in_dispatch() const noexcept;
 
