@@ -155,7 +155,9 @@ void BackendLibfabric::drain_completions(CompletionQueue& queue, Lock& lock, std
   while (handled < completion_budget && !m_shutting_down && queue.cq) {
     const ssize_t rc = fi_cq_read(queue.cq.get(), entries.data(), entries.size());
     if (rc == -FI_EAGAIN) {
-      queue.retired.erase(queue.retired.begin(), queue.retired.begin() + static_cast<std::ptrdiff_t>(retired_before));
+      // (Nothing shortens the list during a read; min() only keeps that an assumption, not a crash.)
+      const auto freed = static_cast<std::ptrdiff_t>(std::min(retired_before, queue.retired.size()));
+      queue.retired.erase(queue.retired.begin(), queue.retired.begin() + freed);
       break;
     }
     if (rc == -FI_EAVAIL) {
