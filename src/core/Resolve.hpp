@@ -7,6 +7,7 @@
 // its order (RFC 6724 sorting, /etc/gai.conf), without duplicates. Send endpoints try them in that
 // order until one connects; listen endpoints take the first.
 
+#include <cerrno>
 #include <string>
 #include <sys/socket.h>
 #include <vector>
@@ -44,5 +45,10 @@ struct ResolvedAddress {
 
 /// "strerror text (errno N)".
 [[nodiscard]] std::string errno_text(int error_number);
+
+/// A non-blocking socket call found nothing to do (EAGAIN / EWOULDBLOCK), not an error.
+[[nodiscard]] inline bool operation_would_block(int error_number) noexcept {
+  return error_number == EAGAIN || error_number == EWOULDBLOCK;
+}
 
 } // namespace netio3::detail
