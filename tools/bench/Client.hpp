@@ -29,6 +29,9 @@
 
 namespace netio3::bench {
 
+/// How long set-up steps (connect, hello, result) may take before the client gives up.
+inline constexpr std::chrono::milliseconds kControlTimeout{60000};
+
 /// Runs the client role.
 class Client {
 public:
