@@ -277,6 +277,9 @@ private:
   /// Part of room_changed: on_send_space_cb for the endpoints whose get_buffer was refused and that
   /// could now get a buffer (all that wait for the shared pool, when `connection` uses it).
   void buffers_returned(Connection& connection, Lock& lock);
+  /// The send endpoint to `address` that waiters may wait on, or null when they return CLOSED (the
+  /// backend shuts down, no such endpoint, or it is closing). Lock held.
+  [[nodiscard]] const Connection* open_sender(const EndPointAddress& address) const;
   /// Common checks of the waiting calls (UNSAFE, loop thread).
   [[nodiscard]] std::optional<WaitStatus> wait_precheck() const;
   /// True when [data, data + size) lies in the endpoint's zero-copy region.

@@ -21,6 +21,14 @@ std::optional<WaitStatus> BackendLibfabric::wait_precheck() const {
   return std::nullopt;
 }
 
+const Connection* BackendLibfabric::open_sender(const EndPointAddress& address) const {
+  const auto found = m_senders.find(address);
+  if (m_shutting_down || found == m_senders.end() || found->second->state == Connection::State::closing) {
+    return nullptr;
+  }
+  return found->second.get();
+}
+
 WaitStatus BackendLibfabric::wait_for_send_space(const EndPointAddress& address, std::size_t message_size,
                                                  std::chrono::milliseconds timeout) {
   detail::SendWaitHub::check_timeout("libfabric: wait_for_send_space", timeout);
@@ -30,11 +38,11 @@ WaitStatus BackendLibfabric::wait_for_send_space(const EndPointAddress& address,
   // Looked up again by every probe: a connect to a host name may replace the connection object.
   return m_send_wait.wait(timeout, "libfabric: wait_for_send_space", [&]() -> std::optional<WaitStatus> {
     const Lock lock{m_mutex};
-    const auto found = m_senders.find(address);
-    if (m_shutting_down || found == m_senders.end() || found->second->state == Connection::State::closing) {
+    const Connection* const sender = open_sender(address);
+    if (sender == nullptr) {
       return WaitStatus::CLOSED;
     }
-    const Connection& connection = *found->second;
+    const Connection& connection = *sender;
     if (connection.state != Connection::State::established) {
       return std::nullopt; // the established notice wakes us
     }
@@ -54,11 +62,11 @@ WaitStatus BackendLibfabric::wait_for_buffer(const EndPointAddress& address, std
   // completions), the established notice, closes, and the reclaim of a closed endpoint's shared buffers.
   return m_send_wait.wait(timeout, "libfabric: wait_for_buffer", [&]() -> std::optional<WaitStatus> {
     const Lock lock{m_mutex};
-    const auto found = m_senders.find(address);
-    if (m_shutting_down || found == m_senders.end() || found->second->state == Connection::State::closing) {
+    const Connection* const sender = open_sender(address);
+    if (sender == nullptr) {
       return WaitStatus::CLOSED;
     }
-    const Connection& connection = *found->second;
+    const Connection& connection = *sender;
     if (pool_of(connection) == nullptr) {
       throw NoBuffersAllocated("libfabric: wait_for_buffer: the send endpoint to " + address.to_string() +
                                " was opened without buffers");
